@@ -1,0 +1,27 @@
+"""Run experiment cells: one cell, or a Hydra multirun sweep of them.
+
+    python scripts/attack.py defense=bit_depth defense.bits=3
+    python scripts/attack.py -m experiment=he2017/table1          # sweep defined by the experiment
+    python scripts/attack.py -m defense=bit_depth defense.bits=1,2,3 hydra/launcher=joblib
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from advrepro.cli import user_errors_as_one_line
+from advrepro.experiments.runner import run_cell
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> None:
+    summary = run_cell(cfg)
+    print(
+        f"{summary['cell']}: success {summary['success_rate']:.2%}, "
+        f"fooled defense {summary['fooled_defense_rate']:.2%}, mean L2 {summary['mean_l2']:.3f} "
+        f"({summary['n_images']} images, {summary['attack_seconds']} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Build a paper table (CSV, Markdown, figures) from finished experiment cells.
+
+    python scripts/table.py table=he2017/table1
+"""
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from advrepro.cli import user_errors_as_one_line
+from advrepro.report.tables import TableContext, to_markdown
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="table")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> None:
+    ctx = TableContext(cfg.paths.runs_dir, cfg.paths.tables_dir, cfg.paths.figures_dir,
+                       cfg.scale.name, cfg.command)
+    table = instantiate(cfg.table, _convert_="all")
+    frame = table.build(ctx)
+    print(to_markdown(frame))
+    print(f"\nwritten to {cfg.paths.tables_dir}/{table.paper}/{table.table}.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Defenses as systems an attack can target: preprocessing, detectors and decision rules."""

@@ -1,0 +1,73 @@
+"""Adversarial examples of the training set, the data every trained detector learns from.
+
+cw2017 §3.1 generates C&W examples for every training image. On 2 CPU cores that is far
+beyond a session, so the budget is a config choice (``scale.detector_*``): the first N
+training images, targeted C&W to random targets with a short binary search. The examples are
+cached next to the models, keyed by the classifier and the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from advrepro.attacks.cw import CarliniWagnerL2
+from advrepro.data.sampling import random_targets
+from advrepro.defenses.system import DefendedSystem
+from advrepro.io import atomic_torch_save, safe_torch_load
+
+
+def detector_data_key(bench) -> dict:
+    """Identity of the detector training data: the classifier and the attack budget."""
+    scale = bench.cfg.scale
+    return {
+        "classifier": bench.classifier().cache_meta["key"],
+        "n_images": int(scale.detector_train_images),
+        "binary_search_steps": int(scale.detector_attack_steps),
+        "max_iterations": int(scale.detector_attack_iterations),
+        "seed": bench.seed,
+    }
+
+
+def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """(natural, adversarial) training images: C&W examples of the first N training images
+    against the workbench's classifier (budget from ``cfg.scale``); failures are dropped."""
+    key = detector_data_key(bench)
+    n_images = key["n_images"]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(bench.cfg.paths.cache_dir) / "detector_data" / f"{digest}.pt"
+    if path.is_file():
+        data = safe_torch_load(path)
+        return data["natural"], data["adversarial"]
+    classifier = bench.classifier()
+    binary_search_steps, max_iterations = key["binary_search_steps"], key["max_iterations"]
+    x, y = bench.train_set()
+    x, y = x[:n_images], y[:n_images]
+    targets = random_targets(y, 10, bench.seed + 1)
+    attack = CarliniWagnerL2(binary_search_steps, max_iterations, initial_const=1e-1,
+                             progress=bench.cfg.get("progress", True))
+    objective = DefendedSystem(classifier).objective(targeted=True)
+    naturals, adversarials = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(bench.device)
+        result = attack(objective, xb, targets[i:i + batch_size].to(bench.device))
+        naturals.append(xb.cpu())
+        adversarials.append(result.adversarial[result.success].cpu())
+    natural, adversarial = torch.cat(naturals), torch.cat(adversarials)
+    atomic_torch_save(path, {"natural": natural, "adversarial": adversarial, "key": key})
+    return natural, adversarial
+
+
+def natural_vs_adversarial(natural: Tensor, adversarial: Tensor, val_fraction: float = 0.1,
+                           seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Binary training data (0 = natural, 1 = adversarial), shuffled, with a validation split."""
+    x = torch.cat([natural, adversarial])
+    y = torch.cat([torch.zeros(len(natural)), torch.ones(len(adversarial))]).long()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    n_val = max(int(len(x) * val_fraction), 1)
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]

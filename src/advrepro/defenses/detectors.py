@@ -1,0 +1,166 @@
+"""Detectors of adversarial examples, each a module returning a logit D(x) (> 0: adversarial),
+and the defense that rejects an input when any of its detectors flags it (he2017 §5).
+
+- Gong et al. / Metzen et al. (cw2017 §3.1, §3.2): binary networks, D(x) = z_adv - z_nat;
+  Gong's reads the input, Metzen's the output of the classifier's first residual unit.
+- Feinman et al. kernel density (cw2017 §5.2): Gaussian KDE of the final hidden layer against
+  training images of the predicted class; D(x) = tau - log KDE(x).
+- Feinman et al. dropout uncertainty (cw2017 §6.1): U(x) over L stochastic passes;
+  D(x) = (U(x) - tau) / tau.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from advrepro.attacks.objectives import ClassifierObjective, Objective, with_detector_class
+from advrepro.defenses.system import DefendedSystem
+
+
+class BinaryDetector(nn.Module):
+    """D(x) = z_adv(x) - z_nat(x) of a two-class network (the logit of sigmoid(D) = P(adv))."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.net(x)
+        return z[:, 1] - z[:, 0]
+
+
+class MetzenDetectorNet(nn.Module):
+    """Detector subnetwork on the first residual unit of a frozen ResNet (cw2017 §3.2).
+
+    Metzen et al.'s layout (conv - pool - conv - pool - conv - 1x1 conv to 2 - global average),
+    with configurable widths (Metzen et al. use 96/192/192).
+    """
+
+    def __init__(self, classifier: nn.Module, widths: tuple[int, int, int] = (96, 192, 192)) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        c_in = classifier.first_block_channels
+        a, b, c = widths
+        self.head = nn.Sequential(
+            nn.Conv2d(c_in, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(b, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(c, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+
+    def train(self, mode: bool = True) -> "MetzenDetectorNet":
+        super().train(mode)
+        self.classifier.eval()  # the classifier is fixed; its batch-norm statistics too
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.classifier.hidden(x)["first_residual_block"])
+
+
+class KernelDensityDetector(nn.Module):
+    """Feinman et al.'s kernel density on the final hidden layer (cw2017 §5.2).
+
+    log KDE(x) = log mean_{s in X_t} exp(-||f(x) - f(s)||^2 / sigma^2), t = predicted class,
+    with ``reference`` features of training images per class (cw2017 used 100 per class for
+    the attack). ``threshold`` is set on clean images (see :func:`set_threshold_at_fpr`).
+    """
+
+    def __init__(self, classifier: nn.Module, reference: Tensor, reference_labels: Tensor,
+                 sigma: float, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.sigma = sigma
+        self.threshold = threshold
+        self.register_buffer("reference", reference)
+        self.register_buffer("reference_labels", reference_labels)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        h = self.classifier.hidden(x)
+        feats, predicted = h["final_hidden"], h["logits"].argmax(1)
+        d2 = torch.cdist(feats, self.reference).pow(2)  # B x M
+        same = self.reference_labels[None, :] == predicted[:, None]
+        logk = (-d2 / self.sigma**2).masked_fill(~same, float("-inf"))
+        counts = same.sum(1).clamp(min=1)
+        return torch.logsumexp(logk, dim=1) - counts.log()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.threshold - self.log_density(x)
+
+
+class DropoutUncertaintyDetector(nn.Module):
+    """Feinman et al.'s Bayesian uncertainty (cw2017 §6.1), with ``passes`` = L = 30:
+    U(x) = mean_i ||F_r(x)||^2 - ||mean_i F_r(x)||^2 over dropout-randomised softmax outputs."""
+
+    def __init__(self, classifier: nn.Module, passes: int = 30, threshold: float = 0.02) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.passes = passes
+        self.threshold = threshold
+
+    def uncertainty(self, x: Tensor) -> Tensor:
+        from advrepro.defenses.randomness import dropout_enabled
+
+        with dropout_enabled(self.classifier):
+            probs = torch.stack([self.classifier(x).softmax(1) for _ in range(self.passes)])
+        return probs.pow(2).sum(2).mean(0) - probs.mean(0).pow(2).sum(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.uncertainty(x) - self.threshold) / self.threshold
+
+
+def set_threshold_at_fpr(detector: nn.Module, clean: Tensor, fpr: float,
+                         batch_size: int = 250) -> float:
+    """Set ``detector.threshold`` so that a fraction ``fpr`` of ``clean`` images is flagged.
+
+    Works for detectors whose logit is ``threshold - s(x)`` (KDE, s = log density) or
+    ``(u(x) - threshold) / threshold`` (dropout uncertainty): the threshold is the matching
+    quantile of the raw statistic.
+    """
+    with torch.no_grad():
+        if isinstance(detector, KernelDensityDetector):
+            stat = torch.cat([detector.log_density(clean[i:i + batch_size])
+                              for i in range(0, len(clean), batch_size)])
+            value = float(torch.quantile(stat, fpr))
+        elif isinstance(detector, DropoutUncertaintyDetector):
+            stat = torch.cat([detector.uncertainty(clean[i:i + batch_size])
+                              for i in range(0, len(clean), batch_size)])
+            value = float(torch.quantile(stat, 1 - fpr))
+        else:
+            raise TypeError(f"no statistic to threshold for {type(detector).__name__}")
+    if not math.isfinite(value):
+        raise ValueError("threshold is not finite; are there clean images of every class?")
+    detector.threshold = value
+    return value
+
+
+class DetectorDefense(DefendedSystem):
+    """The classifier plus detectors; an input is rejected when any D_j(x) > 0 (he2017 §5).
+
+    The adaptive attack is C&W on G(x) (cw2017 §3.1) with D(x) = max_j D_j(x), targeting a
+    class other than the (N+1)-th; a candidate counts only if the exact system accepts it.
+    """
+
+    surrogate_is_exact = False
+
+    def __init__(self, classifier: nn.Module, detectors: dict[str, nn.Module], name: str) -> None:
+        super().__init__(classifier, name)
+        self.detectors = nn.ModuleDict(detectors)
+
+    def detector_scores(self, x: Tensor) -> dict[str, Tensor]:
+        return {k: d(x) for k, d in self.detectors.items()}
+
+    def combined_logit(self, x: Tensor) -> Tensor:
+        return torch.stack([d(x) for d in self.detectors.values()]).amax(0)
+
+    def g_logits(self, x: Tensor) -> Tensor:
+        return with_detector_class(self.classifier(x), self.combined_logit(x))
+
+    def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
+        # The last column of G is the "adversarial" class (index -1).
+        return ClassifierObjective(self.g_logits, targeted, kappa, exact=self.predict,
+                                   reject_class=-1)

@@ -1,0 +1,1 @@
+"""Experiment plumbing: the workbench that provides trained models, and the attack runner."""

@@ -1,0 +1,170 @@
+"""Run one experiment cell: dataset x defense x attack x threat model -> per-example records.
+
+Threat models (cw2017 §2.3, §2.7):
+- ``zero``: the attack targets the unsecured classifier; the defense is only evaluated.
+- ``perfect``: the attack targets the defended system's adaptive objective.
+- ``limited``: the attacker builds its own copy of the defense from the attacker's half of the
+  training data and attacks it; the examples are scored on the defender's copy, built from the
+  other half.
+Every example is also scored by each detector of ``cfg.panel`` (the basis of transfer tables).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from advrepro.attacks.objectives import is_fooled
+from advrepro.data.sampling import random_targets, sample_correctly_classified
+from advrepro.defenses.builders import NoDefense, build_detector
+from advrepro.defenses.feature_squeezing import FeatureSqueezingDetector
+from advrepro.defenses.squeezers import BitDepthReduction
+from advrepro.defenses.system import DefendedSystem, batched
+from advrepro.errors import require_choice
+from advrepro.experiments.store import CellStore, config_hash
+from advrepro.experiments.workbench import Workbench, to_container
+
+log = logging.getLogger(__name__)
+
+THREATS = ("zero", "limited", "perfect")
+_RUNTIME_KEYS = ("paths", "progress", "accelerator", "hydra")
+
+
+def cell_identity(cfg: DictConfig) -> tuple[str, str]:
+    """(cell directory name, config hash) of ``cfg`` without training or loading anything."""
+    defense = instantiate(cfg.defense, _convert_="all")
+    name = defense.cell_name() if hasattr(defense, "cell_name") else defense.name
+    name = f"{name}__{cfg.threat.name}__{attack_name(cfg)}"
+    resolved = {k: v for k, v in to_container(cfg).items() if k not in _RUNTIME_KEYS}
+    return name, config_hash(resolved)
+
+
+def attack_name(cfg: DictConfig) -> str:
+    """Short name of the configured attack: its class, plus its parameterization if any."""
+    name = cfg.attack._target_.rsplit(".", 1)[-1]
+    param = cfg.attack.get("parameterization")
+    return f"{name}-{param._target_.rsplit('.', 1)[-1]}" if param else name
+
+
+def cell_store(cfg: DictConfig) -> tuple[CellStore, str]:
+    name, digest = cell_identity(cfg)
+    return CellStore(f"{cfg.paths.runs_dir}/{cfg.experiment_name}/{name}"), digest
+
+
+def _systems(cfg: DictConfig) -> tuple[Workbench, DefendedSystem, DefendedSystem]:
+    """(defender's workbench, system attacked, system evaluated) for the threat model."""
+    threat = cfg.threat.name
+    require_choice("threat", threat, THREATS)
+    defense = instantiate(cfg.defense, _convert_="all")
+    if threat == "limited":
+        defender = Workbench(cfg, half="defender")
+        attacked = defense.build(Workbench(cfg, half="attacker"))
+        return defender, attacked, defense.build(defender)
+    defender = Workbench(cfg)
+    evaluated = defense.build(defender)
+    attacked = NoDefense().build(defender) if threat == "zero" else evaluated
+    return defender, attacked, evaluated
+
+
+def run_cell(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or skip, when already complete) the cell described by ``cfg``; return its summary."""
+    store, digest = cell_store(cfg)
+    if store.is_complete(digest) and not cfg.get("force", False):
+        log.info("cell %s is complete; skipping", store.directory)
+        return store.summary()
+    bench, attacked, evaluated = _systems(cfg)
+    classifier = bench.classifier()
+    x_pool, y_pool = bench.test_set()
+    idx = sample_correctly_classified(
+        lambda b: classifier(b.to(bench.device)), x_pool, y_pool, int(cfg.n_images), cfg.seed
+    )
+    x = x_pool[idx].to(bench.device)
+    y = y_pool[idx].to(bench.device)
+    targeted = bool(cfg.targeted)
+    labels = random_targets(y, 10, cfg.seed).to(bench.device) if targeted else y
+
+    attack = instantiate(cfg.attack)
+    start = time.time()
+    result = attack.run(attacked, x, labels, targeted)
+    seconds = time.time() - start
+
+    adv = result.adversarial
+    predicted = batched(evaluated.predict, adv)
+    fooled = is_fooled(predicted, labels, targeted) & result.success
+    records: dict[str, Any] = {
+        "index": idx.tolist(),
+        "label": y.tolist(),
+        "target": labels.tolist() if targeted else [-1] * len(y),
+        "success": result.success.tolist(),
+        "fooled_defense": fooled.tolist(),
+        "predicted_defended": predicted.tolist(),
+        "predicted_undefended": batched(lambda b: classifier(b).argmax(1), adv).tolist(),
+        "l2": result.l2.tolist(),
+        "linf": result.linf.tolist(),
+        "const": result.const.tolist() if len(result.const) else [float("nan")] * len(y),
+        "restart": result.restart.tolist() if len(result.restart) else [0] * len(y),
+    }
+    scorers = dict(evaluated.detectors) if hasattr(evaluated, "detectors") else {}
+    for name in cfg.get("panel") or []:
+        scorers.setdefault(name, build_detector(bench, name))
+    for name, detector in scorers.items():
+        records[f"score_{name}"] = batched(detector, adv).tolist()
+        records[f"clean_score_{name}"] = batched(detector, x).tolist()
+    squeezer = getattr(evaluated, "squeezer", None)
+    if isinstance(squeezer, BitDepthReduction):
+        # he2017 Table 4 "L2 bound": distance from each original to its own rounded version.
+        records["l2_bound"] = (squeezer(x) - x).flatten(1).norm(dim=1).tolist()
+    if isinstance(evaluated, FeatureSqueezingDetector):
+        records["l1_score"] = batched(evaluated.l1_score, adv).tolist()
+        records["clean_l1_score"] = batched(evaluated.l1_score, x).tolist()
+    frame = pd.DataFrame(records)
+    summary = summarize(frame, targeted)
+    summary.update(
+        config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense), experiment=cfg.experiment_name,
+        threat=cfg.threat.name, system_attacked=attacked.name, system_evaluated=evaluated.name,
+        attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
+        classifier=classifier.cache_meta.get("key"),
+        classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
+        device=str(bench.device),
+    )
+    tensors = {"index": idx, "original": x.cpu(), "adversarial": adv.cpu(),
+               "success": result.success.cpu()}
+    store.write(frame, tensors, summary, OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("cell %s: %s", store.directory.name, summary)
+    return summary
+
+
+def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
+    """Success rate and distortion as the papers report them, plus detector rates."""
+    ok = frame["success"].astype(bool)
+    fooled = frame["fooled_defense"].astype(bool)
+    out: dict[str, Any] = {
+        "n_images": int(len(frame)),
+        "targeted": targeted,
+        "success_rate": float(ok.mean()) if len(frame) else float("nan"),
+        "fooled_defense_rate": float(fooled.mean()) if len(frame) else float("nan"),
+        "mean_l2": float(frame.loc[ok, "l2"].mean()) if ok.any() else float("nan"),
+        "mean_linf": float(frame.loc[ok, "linf"].mean()) if ok.any() else float("nan"),
+        "mean_l2_fooled": float(frame.loc[fooled, "l2"].mean()) if fooled.any() else float("nan"),
+    }
+    for col in ("l2_bound", "l1_score"):
+        if col in frame:
+            out[f"mean_{col}"] = float(frame.loc[ok, col].mean()) if ok.any() else float("nan")
+    if "clean_l1_score" in frame:
+        out["mean_clean_l1_score"] = float(frame["clean_l1_score"].mean())
+    if "l2_bound" in frame:
+        out["l2_bound"] = float(frame["l2_bound"].mean())
+    for col in frame.columns:
+        if col.startswith("score_") and ok.any():
+            name = col[len("score_"):]
+            out[f"detected_{name}"] = float((frame.loc[ok, col] > 0).mean())
+            out[f"false_positive_{name}"] = float((frame[f"clean_{col}"] > 0).mean())
+            out[f"mean_score_{name}"] = float(frame.loc[ok, col].mean())
+            out[f"mean_clean_score_{name}"] = float(frame[f"clean_{col}"].mean())
+    return out

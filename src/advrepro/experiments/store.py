@@ -1,0 +1,67 @@
+"""Result store: one directory per experiment cell, written atomically, skipped when complete.
+
+    <runs_dir>/<experiment>/<cell>/records.csv    per-example records
+                                  /adversarial.pt  originals and adversarial examples
+                                  /summary.json    written last: its presence marks completion
+
+A sweep killed mid-way and rerun finds the finished cells (same config hash) and skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advrepro.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CellStore:
+    """Files of one experiment cell."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.directory / "summary.json"
+
+    def is_complete(self, digest: str) -> bool:
+        if not self.summary_path.is_file():
+            return False
+        try:
+            return json.loads(self.summary_path.read_text()).get("config_hash") == digest
+        except json.JSONDecodeError:
+            return False
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text())
+
+    def records(self) -> pd.DataFrame:
+        return pd.read_csv(self.directory / "records.csv")
+
+    def tensors(self) -> dict[str, Any]:
+        return safe_torch_load(self.directory / "adversarial.pt")
+
+    def write(self, records: pd.DataFrame, tensors: dict[str, Any], summary: dict[str, Any],
+              config: str) -> None:
+        """Write everything; the summary goes last so a partial cell never looks complete."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.summary_path.unlink(missing_ok=True)
+        atomic_write_text(self.directory / "config.yaml", config)
+        atomic_write_text(self.directory / "records.csv", records.to_csv(index=False))
+        atomic_torch_save(self.directory / "adversarial.pt", tensors)
+        atomic_write_json(self.summary_path, summary)
+
+
+def completed_cells(experiment_dir: str | Path) -> list[CellStore]:
+    """The complete cells of an experiment, sorted by directory name."""
+    root = Path(experiment_dir)
+    return [CellStore(p.parent) for p in sorted(root.glob("*/summary.json"))]

@@ -1,0 +1,117 @@
+"""The workbench: everything an experiment needs from one resolved config.
+
+It knows the dataset, the model cache and the device, and hands out trained models (the
+classifier of ``cfg.model`` trained with ``cfg.train``, and any auxiliary model a defense asks
+for), each trained at most once thanks to :class:`~advrepro.training.ModelCache`.
+
+``half`` selects the training data: ``None`` for the whole training set, ``"attacker"`` or
+``"defender"`` for the disjoint halves of the limited-knowledge threat model (cw2017 §2.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from advrepro.data.datasets import DatasetSpec, load_split
+from advrepro.data.sampling import disjoint_halves
+from advrepro.errors import require_choice
+from advrepro.training.cache import ModelCache, TrainingData, TrainRequest
+from advrepro.training.recipe import TrainRecipe
+
+HALVES = (None, "attacker", "defender")
+
+
+def to_container(node: Any) -> Any:
+    """Plain Python containers of a (possibly OmegaConf) node, interpolations resolved."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def dataset_spec(cfg: DictConfig) -> DatasetSpec:
+    d = to_container(cfg.dataset)
+    return DatasetSpec(**{k: d[k] for k in DatasetSpec.__dataclass_fields__ if k in d})
+
+
+def recipe_from(node: Any) -> TrainRecipe:
+    d = {k: v for k, v in to_container(node).items() if k != "_target_"}
+    return TrainRecipe(**d)
+
+
+class Workbench:
+    """Trained models and data for one experiment configuration."""
+
+    def __init__(self, cfg: DictConfig, half: str | None = None) -> None:
+        require_choice("half", half, HALVES)
+        self.cfg = cfg
+        self.half = half
+        self.spec = dataset_spec(cfg)
+        self.cache = ModelCache(
+            cfg.paths.models_dir, accelerator=cfg.get("accelerator", "auto"),
+            progress=cfg.get("progress", True),
+        )
+        self.seed = int(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # ----------------------------------------------------------------------------- data
+    def train_set(self) -> tuple[Tensor, Tensor]:
+        x, y = load_split(self.spec, "train")
+        if self.half is None:
+            return x, y
+        attacker, defender = disjoint_halves(len(x), self.seed)
+        idx = attacker if self.half == "attacker" else defender
+        return x[idx], y[idx]
+
+    def test_set(self) -> tuple[Tensor, Tensor]:
+        return load_split(self.spec, "test")
+
+    def data_key(self) -> dict[str, Any]:
+        """Description of the training data, part of every cached model's identity."""
+        return {
+            "dataset": self.spec.name,
+            "train_limit": self.spec.train_limit,
+            "half": self.half,
+            "half_seed": self.seed if self.half else None,
+        }
+
+    # ----------------------------------------------------------------------------- models
+    def train(
+        self,
+        name: str,
+        model_cfg: dict[str, Any],
+        recipe: TrainRecipe,
+        make_data: Callable[[], TrainingData],
+        data_key: dict[str, Any],
+        build_model: Callable[[], nn.Module] | None = None,
+    ) -> nn.Module:
+        """A trained model from the cache (training it once if needed), on the device."""
+        request = TrainRequest(
+            name=f"{name}{'-' + self.half if self.half else ''}",
+            model_cfg=model_cfg, recipe=recipe, seed=self.seed,
+            data_key={**self.data_key(), **data_key},
+            make_data=make_data, build_model=build_model,
+        )
+        model = self.cache.get(request).to(self.device)
+        model.cache_meta = self.cache.metadata(request)  # type: ignore[attr-defined]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def classifier(self) -> nn.Module:
+        """The classifier of ``cfg.model`` trained on this workbench's training data."""
+        if not hasattr(self, "_classifier"):
+            def make_data() -> TrainingData:
+                x, y = self.train_set()
+                xt, yt = self.test_set()
+                return x, y, xt, yt
+
+            self._classifier = self.train(
+                f"{self.spec.name}-{self.cfg.model._target_.rsplit('.', 1)[-1]}", to_container(self.cfg.model),
+                recipe_from(self.cfg.train), make_data, {"labels": "classes"},
+            )
+        return self._classifier

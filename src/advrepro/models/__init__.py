@@ -1,0 +1,25 @@
+"""The papers' architectures as plain ``nn.Module`` classes built from config.
+
+Every model returns logits from ``forward`` and exposes the hidden layers the defenses read
+through :meth:`PaperModel.hidden` (``final_hidden`` for every model, ``first_residual_block``
+for the ResNet)."""
+
+from advrepro.models.base import PaperModel
+from advrepro.models.cw_mnist import CarliniWagnerMNIST
+from advrepro.models.mlp import LogisticRegression, PCAFullyConnected
+from advrepro.models.lenet import LeNet
+from advrepro.models.resnet import MetzenResNet
+from advrepro.models.tramer import TramerModelA, TramerModelB, TramerModelC, TramerModelD
+
+__all__ = [
+    "PaperModel",
+    "CarliniWagnerMNIST",
+    "LogisticRegression",
+    "PCAFullyConnected",
+    "LeNet",
+    "MetzenResNet",
+    "TramerModelA",
+    "TramerModelB",
+    "TramerModelC",
+    "TramerModelD",
+]

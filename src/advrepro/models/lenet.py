@@ -1,0 +1,26 @@
+"""The 2-conv LeNet of adam2018 §4.1 (the TensorFlow MNIST tutorial network)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from advrepro.models.base import PaperModel
+
+
+class LeNet(PaperModel):
+    """conv 5x5x32 / pool / conv 5x5x64 / pool / FC 1024 - dropout / FC classes.
+
+    adam2018 §4.1 names "a 2 convolutional layer LeNet" without listing its widths; these are
+    the widths of the TensorFlow tutorial LeNet that the name usually denotes.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 1024), nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(1024, num_classes)

@@ -1,0 +1,79 @@
+"""Figures: paper-vs-ours plots, transfer heatmaps and example grids (he2017 Figures 1-7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from advrepro.io import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def paper_vs_ours_plot(table: pd.DataFrame, metric: str, x_label: str, title: str,
+                       path: Path) -> None:
+    """Ours and the paper's value of ``metric`` for each row of a sweep table."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(table))
+    ax.plot(x, table[f"{metric}_paper"], "o--", label="paper")
+    ax.plot(x, table[f"{metric}_ours"], "s-", label="ours")
+    ax.set_xticks(list(x), table["row"].astype(str))
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def transfer_heatmaps(ours: pd.DataFrame, paper: pd.DataFrame, title: str, path: Path) -> None:
+    """Side-by-side heatmaps (rows target, columns source) of ours and the paper's matrix."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, (name, m) in zip(axes, (("ours", ours), ("paper", paper))):
+        im = ax.imshow(m.values.astype(float), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(m.shape[1]), m.columns)
+        ax.set_yticks(range(m.shape[0]), m.index)
+        ax.set_xlabel("source defense")
+        ax.set_ylabel("target defense")
+        ax.set_title(f"{title} ({name})")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                v = float(m.values[i, j])
+                ax.text(j, i, "n/a" if v != v else f"{v:.0%}", ha="center", va="center",
+                        color="w" if v < 0.6 else "k")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    _save(fig, path)
+
+
+def example_grid(original: torch.Tensor, adversarial: torch.Tensor, l2: torch.Tensor,
+                 title: str, path: Path, n: int = 6) -> None:
+    """Originals over adversarials with their L2 distortions: the 3 smallest and 3 largest,
+    in ascending order, as in he2017 Figures 1-7."""
+    order = torch.argsort(l2)
+    finite = order[torch.isfinite(l2[order])]
+    if len(finite) == 0:
+        return
+    pick = finite if len(finite) <= n else torch.cat([finite[: n // 2], finite[-(n - n // 2):]])
+    fig, axes = plt.subplots(2, len(pick), figsize=(1.6 * len(pick), 3.6), squeeze=False)
+    for j, i in enumerate(pick.tolist()):
+        for row, img in enumerate((original[i], adversarial[i])):
+            ax = axes[row][j]
+            im = img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
+            ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=1)
+            ax.axis("off")
+        axes[1][j].set_title(f"{float(l2[i]):.3g}", fontsize=9, y=-0.25)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

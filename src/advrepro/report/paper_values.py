@@ -1,0 +1,29 @@
+"""The papers' own numbers, typed in from ../shared/papers with their citation
+(``paper_values.csv``: paper, table, row, column, value, source)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import pandas as pd
+
+
+@lru_cache(maxsize=1)
+def paper_values() -> pd.DataFrame:
+    with resources.files("advrepro.report").joinpath("paper_values.csv").open() as fh:
+        return pd.read_csv(fh, dtype={"row": str, "column": str})
+
+
+def paper_value(paper: str, table: str, row: str, column: str) -> float:
+    """The paper's value, or NaN where the paper reports none."""
+    df = paper_values()
+    hit = df[(df.paper == paper) & (df.table == table) & (df.row == str(row))
+             & (df.column == column)]
+    return float(hit.value.iloc[0]) if len(hit) else float("nan")
+
+
+def citation(paper: str, table: str) -> str:
+    df = paper_values()
+    hit = df[(df.paper == paper) & (df.table == table)]
+    return "; ".join(sorted(set(hit.source))) if len(hit) else ""

@@ -1,0 +1,224 @@
+"""Table builders: records of an experiment's cells -> a paper table with paper, ours, delta.
+
+Each builder writes ``<tables_dir>/<paper>/<table>.{csv,md}`` and figures under
+``<figures_dir>/<paper>/``. Table configs live in conf/table/<paper>/<table>.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from advrepro.errors import UserError
+from advrepro.experiments.store import CellStore, completed_cells
+from advrepro.io import atomic_write_text
+from advrepro.report.figures import example_grid, paper_vs_ours_plot, transfer_heatmaps
+from advrepro.report.paper_values import citation, paper_value
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+uncommitted" if dirty else "") or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table (no optional dependency needed)."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class TableContext:
+    """Where results are read from and written to, and how they were made."""
+
+    runs_dir: str
+    tables_dir: str
+    figures_dir: str
+    scale: str
+    command: str = ""
+
+    def cells(self, experiment: str) -> list[CellStore]:
+        cells = completed_cells(Path(self.runs_dir) / experiment)
+        if not cells:
+            raise UserError(
+                f"no finished cells under {Path(self.runs_dir) / experiment}; run the "
+                f"experiment first (python scripts/attack.py -m experiment={experiment})"
+            )
+        return cells
+
+    def write(self, paper: str, table: str, frame: pd.DataFrame, title: str, notes: str,
+              extra_md: str = "") -> Path:
+        out = Path(self.tables_dir) / paper
+        csv_path = out / f"{table}.csv"
+        atomic_write_text(csv_path, frame.to_csv(index=False))
+        header = [
+            f"# {title}",
+            "",
+            f"Paper values: {citation(paper, table) or 'see notes'}.",
+            f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+            f"at commit `{_commit()}`" + (f" by `{self.command}`." if self.command else "."),
+            "",
+        ]
+        body = to_markdown(frame)
+        tail = ["", notes.strip(), ""] if notes.strip() else [""]
+        atomic_write_text(out / f"{table}.md", "\n".join(header) + body + "\n" + extra_md
+                          + "\n".join(tail))
+        return csv_path
+
+    def figure_path(self, paper: str, name: str) -> Path:
+        return Path(self.figures_dir) / paper / f"{name}.png"
+
+    def example_figures(self, paper: str, table: str, cells: list[CellStore]) -> None:
+        for cell in cells:
+            t = cell.tensors()
+            d = (t["adversarial"] - t["original"]).flatten(1).norm(dim=1)
+            l2 = torch.where(t["success"], d, torch.full_like(d, float("inf")))
+            example_grid(t["original"], t["adversarial"], l2, cell.directory.name,
+                         self.figure_path(paper, f"{table}_examples_{cell.directory.name}"))
+
+
+@dataclass
+class SweepTable:
+    """One row per cell of a sweep (he2017 Tables 1, 2, 4 and the single-number results).
+
+    ``row_label`` formats the cell's defense config (e.g. "{bits}" or "{height}x{width}"),
+    or maps cell-name prefixes to labels via ``row_names``. ``metrics`` are summary keys.
+    """
+
+    paper: str
+    table: str
+    experiment: str
+    title: str
+    metrics: list[str]
+    row_label: str = "{name}"
+    row_names: dict[str, str] = field(default_factory=dict)
+    x_label: str = ""
+    notes: str = ""
+    plot_metric: str = "mean_l2"
+
+    def label(self, summary: dict[str, Any]) -> str | None:
+        """The row of a cell; None for a cell of the experiment this table does not show."""
+        if self.row_names:
+            return next((name for prefix, name in self.row_names.items()
+                         if summary["cell"].startswith(prefix)), None)
+        return self.row_label.format(**summary.get("defense", {}))
+
+    def build(self, ctx: TableContext) -> pd.DataFrame:
+        cells = ctx.cells(self.experiment)
+        rows = []
+        for cell in cells:
+            s = cell.summary()
+            label = self.label(s)
+            if label is None:
+                continue
+            row: dict[str, Any] = {"row": label, "n_images": s["n_images"]}
+            for m in self.metrics:
+                ours = float(s.get(m, float("nan")))
+                paper = paper_value(self.paper, self.table, label, m)
+                row[f"{m}_paper"] = paper
+                row[f"{m}_ours"] = ours
+                row[f"{m}_delta"] = ours - paper
+            row["attack_seconds"] = s.get("attack_seconds")
+            row["cell"] = s["cell"]
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        order = self._order(frame["row"].tolist())
+        frame = frame.set_index("row").loc[order].reset_index()
+        ctx.write(self.paper, self.table, frame, self.title, self.notes)
+        if self.plot_metric in self.metrics and len(frame) > 1:
+            paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
+                               ctx.figure_path(self.paper, self.table))
+        ctx.example_figures(self.paper, self.table, cells)
+        return frame
+
+    def _order(self, labels: list[str]) -> list[str]:
+        from advrepro.report.paper_values import paper_values
+
+        df = paper_values()
+        known = [r for r in dict.fromkeys(df[(df.paper == self.paper)
+                                             & (df.table == self.table)].row) if r in labels]
+        return known + sorted(set(labels) - set(known))
+
+
+@dataclass
+class TransferTable:
+    """Probability that examples made against a source defense also fool a target defense
+    (he2017 Table 3: rows target, columns source). Among the examples that fooled the source
+    system, the fraction that the target detector does not flag (score <= 0); all detectors
+    guard the same classifier, so a source success is already misclassified by it."""
+
+    paper: str
+    table: str
+    experiment: str
+    title: str
+    sources: list[str]
+    distortion_rows: list[str] = field(default_factory=list)
+    notes: str = ""
+
+    def build(self, ctx: TableContext) -> pd.DataFrame:
+        cells = {c.summary()["system_evaluated"]: c for c in ctx.cells(self.experiment)}
+        missing = [s for s in self.sources if s not in cells]
+        if missing:
+            raise UserError(f"{self.experiment}: no finished cell for source(s) {missing}; "
+                            f"found {sorted(cells)}")
+        ours = pd.DataFrame(index=self.sources, columns=self.sources, dtype=float)
+        paper = ours.copy()
+        long_rows = []
+        for src in self.sources:
+            rec = cells[src].records()
+            ok = rec[rec["fooled_defense"].astype(bool)]
+            for tgt in self.sources:
+                rate = float((ok[f"score_{tgt}"] <= 0).mean()) if len(ok) else float("nan")
+                ours.loc[tgt, src] = rate
+                paper.loc[tgt, src] = paper_value(self.paper, self.table, tgt, src)
+                long_rows.append({"target": tgt, "source": src, "paper": paper.loc[tgt, src],
+                                  "ours": rate, "delta": rate - paper.loc[tgt, src],
+                                  "n_source_examples": len(ok)})
+        frame = pd.DataFrame(long_rows)
+        wide = ours.map(lambda v: f"{v:.0%}" if v == v else "n/a")
+        wide_p = paper.map(lambda v: f"{v:.0%}" if v == v else "n/a")
+        both = wide.astype(str) + " (paper " + wide_p.astype(str) + ")"
+        both.index.name = "target \\ source"
+        extra = "\n\nMatrix (rows target, columns source):\n\n" + to_markdown(
+            both.reset_index()) + "\n"
+        dist_rows = []
+        for name in self.distortion_rows:
+            if name in cells:
+                s = cells[name].summary()
+                p = paper_value(self.paper, f"{self.table}_distortion", name, "mean_l2")
+                dist_rows.append({"system": name, "success_rate": s["fooled_defense_rate"],
+                                  "mean_l2_paper": p, "mean_l2_ours": s["mean_l2_fooled"],
+                                  "mean_l2_delta": s["mean_l2_fooled"] - p})
+        if dist_rows:
+            dist = pd.DataFrame(dist_rows)
+            atomic_write_text(Path(ctx.tables_dir) / self.paper / f"{self.table}_distortion.csv",
+                              dist.to_csv(index=False))
+            extra += "\nDistortion of the adaptive attack:\n\n" + to_markdown(dist) + "\n"
+        ctx.write(self.paper, self.table, frame, self.title, self.notes, extra)
+        transfer_heatmaps(ours, paper, self.title, ctx.figure_path(self.paper, self.table))
+        ctx.example_figures(self.paper, self.table, list(cells.values()))
+        return frame

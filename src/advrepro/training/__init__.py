@@ -1,0 +1,7 @@
+"""Lightning training with a train-once model cache."""
+
+from advrepro.training.cache import ModelCache, TrainRequest, model_key
+from advrepro.training.module import ClassifierModule
+from advrepro.training.recipe import TrainRecipe
+
+__all__ = ["ModelCache", "TrainRequest", "model_key", "ClassifierModule", "TrainRecipe"]

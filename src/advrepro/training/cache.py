@@ -1,0 +1,176 @@
+"""Train-once model cache.
+
+A trained model is identified by a hash of its resolved model, data, recipe and seed
+description. Any experiment asks the cache; the cache returns the stored weights or trains the
+model once (resuming an interrupted training from its last Lightning checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advrepro.errors import CheckpointError
+from advrepro.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from advrepro.training.module import ClassifierModule
+from advrepro.training.recipe import TrainRecipe
+
+log = logging.getLogger(__name__)
+
+TrainingData = tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, y_train, x_val, y_val
+
+
+@dataclass
+class TrainRequest:
+    """Everything that determines a trained model.
+
+    ``data_key`` describes the training data (dataset, subset, labelling); ``make_data`` builds
+    it only when the model must actually be trained.
+    """
+
+    name: str
+    model_cfg: dict[str, Any]
+    recipe: TrainRecipe
+    seed: int
+    data_key: dict[str, Any]
+    make_data: Callable[[], TrainingData] = field(repr=False, compare=False)
+    build_model: Callable[[], nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def new_model(self) -> nn.Module:
+        """A fresh, untrained model: ``build_model()`` when given (e.g. a detector wrapping a
+        frozen classifier), else ``model_cfg`` instantiated by Hydra."""
+        return self.build_model() if self.build_model else instantiate(self.model_cfg)
+
+    def key_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model_cfg,
+            "recipe": self.recipe.as_dict(),
+            "seed": self.seed,
+            "data": self.data_key,
+        }
+
+
+def model_key(request: TrainRequest) -> str:
+    """Stable 12-hex-digit hash of the request's resolved description."""
+    blob = json.dumps(request.key_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (on its own device) over ``(x, y)``."""
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        pred = model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        correct += int((pred == y[i : i + batch_size]).sum())
+    return correct / max(len(x), 1)
+
+
+class ModelCache:
+    """Directory of trained models: ``<root>/<name>-<hash>/{model.pt,meta.json,last.ckpt}``."""
+
+    def __init__(self, root: str | Path, accelerator: str = "auto", progress: bool = True) -> None:
+        self.root = Path(root)
+        self.accelerator = accelerator
+        self.progress = progress
+
+    def directory(self, request: TrainRequest) -> Path:
+        return self.root / f"{request.name}-{model_key(request)}"
+
+    def contains(self, request: TrainRequest) -> bool:
+        return (self.directory(request) / "model.pt").is_file()
+
+    def metadata(self, request: TrainRequest) -> dict[str, Any]:
+        path = self.directory(request) / "meta.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, request: TrainRequest) -> nn.Module:
+        """The trained model of ``request`` in eval mode: from the cache, or trained now."""
+        directory = self.directory(request)
+        model = request.new_model()
+        weights = directory / "model.pt"
+        if not weights.is_file():
+            self._train(request, model, directory)
+        state = safe_torch_load(weights)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"checkpoint {weights} does not fit {request.model_cfg.get('_target_')}: "
+                f"{str(err).splitlines()[0]}; delete it to retrain"
+            ) from None
+        return model.eval()
+
+    def _train(self, request: TrainRequest, model: nn.Module, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / "request.json", request.key_dict())
+        pl.seed_everything(request.seed, workers=True, verbose=False)
+        model = request.new_model()  # re-created after seeding: same init every time
+        x_tr, y_tr, x_val, y_val = request.make_data()
+        if hasattr(model, "fit_preprocessing"):
+            model.fit_preprocessing(x_tr)
+        recipe = request.recipe
+        loader = DataLoader(
+            TensorDataset(x_tr, y_tr), batch_size=recipe.batch_size, shuffle=True,
+            drop_last=len(x_tr) > recipe.batch_size,
+            generator=torch.Generator().manual_seed(request.seed),
+        )
+        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000)
+        module = ClassifierModule(model, recipe, steps_per_epoch=len(loader))
+        last = directory / "last.ckpt"
+        resume = last if last.is_file() else None
+        if resume is not None:
+            safe_torch_load(resume)  # fail clearly before Lightning tries on a truncated file
+            log.info("resuming %s from %s", request.name, resume)
+        trainer = pl.Trainer(
+            accelerator=self.accelerator,
+            devices=1,
+            max_epochs=recipe.epochs,
+            max_steps=recipe.max_steps,
+            default_root_dir=str(directory),
+            enable_progress_bar=self.progress,
+            enable_model_summary=False,
+            logger=pl.loggers.CSVLogger(str(directory), name="logs", version=0),
+            callbacks=[
+                pl.callbacks.ModelCheckpoint(
+                    dirpath=str(directory), filename="epoch{epoch}", save_last=True,
+                    save_top_k=0, every_n_epochs=1, save_weights_only=False,
+                )
+            ],
+            num_sanity_val_steps=0,
+            deterministic=False,
+        )
+        start = time.time()
+        trainer.fit(module, loader, val_loader, ckpt_path=resume, weights_only=True)
+        seconds = time.time() - start
+        model = module.model.cpu().eval()
+        acc = accuracy(model, x_val, y_val)
+        atomic_torch_save(directory / "model.pt", model.state_dict())
+        atomic_write_json(
+            directory / "meta.json",
+            {
+                "name": request.name,
+                "key": model_key(request),
+                "val_accuracy": acc,
+                "val_size": len(x_val),
+                "train_size": len(x_tr),
+                "train_seconds_this_run": round(seconds, 1),
+                "resumed_from": str(resume) if resume else None,
+                "device": str(trainer.strategy.root_device),
+                **request.key_dict(),
+            },
+        )
+        log.info("trained %s: val accuracy %.4f in %.0f s", request.name, acc, seconds)
