@@ -21,6 +21,11 @@ from advrepro.defenses.system import DefendedSystem
 from advrepro.io import atomic_torch_save, safe_torch_load
 
 
+#: A short attack needs a larger Adam step and a first constant near the typical one.
+DETECTOR_ATTACK_LR = 0.05
+DETECTOR_ATTACK_CONST = 0.1
+
+
 def detector_data_key(bench) -> dict:
     """Identity of the detector training data: the classifier and the attack budget."""
     scale = bench.cfg.scale
@@ -29,6 +34,8 @@ def detector_data_key(bench) -> dict:
         "n_images": int(scale.detector_train_images),
         "binary_search_steps": int(scale.detector_attack_steps),
         "max_iterations": int(scale.detector_attack_iterations),
+        "learning_rate": DETECTOR_ATTACK_LR,
+        "initial_const": DETECTOR_ATTACK_CONST,
         "seed": bench.seed,
     }
 
@@ -48,7 +55,8 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
     x, y = bench.train_set()
     x, y = x[:n_images], y[:n_images]
     targets = random_targets(y, 10, bench.seed + 1)
-    attack = CarliniWagnerL2(binary_search_steps, max_iterations, initial_const=1e-1,
+    attack = CarliniWagnerL2(binary_search_steps, max_iterations,
+                             learning_rate=DETECTOR_ATTACK_LR, initial_const=DETECTOR_ATTACK_CONST,
                              progress=bench.cfg.get("progress", True))
     objective = DefendedSystem(classifier).objective(targeted=True)
     naturals, adversarials = [], []

@@ -39,6 +39,9 @@ def dataset_spec(cfg: DictConfig) -> DatasetSpec:
 
 
 def recipe_from(node: Any) -> TrainRecipe:
+    """A :class:`TrainRecipe` from a config node (or the recipe itself)."""
+    if isinstance(node, TrainRecipe):
+        return node
     d = {k: v for k, v in to_container(node).items() if k != "_target_"}
     return TrainRecipe(**d)
 

@@ -145,9 +145,10 @@ class ModelCache:
             enable_model_summary=False,
             logger=pl.loggers.CSVLogger(str(directory), name="logs", version=0),
             callbacks=[
+                # One rolling "last.ckpt", rewritten at the end of every epoch (resume point).
                 pl.callbacks.ModelCheckpoint(
-                    dirpath=str(directory), filename="epoch{epoch}", save_last=True,
-                    save_top_k=0, every_n_epochs=1, save_weights_only=False,
+                    dirpath=str(directory), filename="last", save_top_k=1, save_last=False,
+                    every_n_epochs=1, save_weights_only=False, enable_version_counter=False,
                 )
             ],
             num_sanity_val_steps=0,

@@ -1,0 +1,186 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from advrepro.attacks import (
+    FGSM,
+    CarliniWagnerL2,
+    GumbelQuantized,
+    IterativeFGSM,
+    LeastLikelyFGSM,
+    RandFGSM,
+    margin_loss,
+)
+from advrepro.attacks.cw import _BatchedAdam
+from advrepro.attacks.objectives import summed_over_samples
+from advrepro.defenses.detectors import BinaryDetector, DetectorDefense
+from advrepro.defenses.preprocessing import SqueezedClassifier
+from advrepro.defenses.randomness import FixedDropoutSample
+from advrepro.defenses.squeezers import BitDepthReduction
+from advrepro.defenses.system import DefendedSystem
+
+CW = dict(binary_search_steps=5, max_iterations=150, learning_rate=0.1, initial_const=1.0,
+          progress=False)
+
+
+@pytest.mark.parametrize("attack", [
+    FGSM(0.1), LeastLikelyFGSM(0.1), IterativeFGSM(0.1, steps=5), RandFGSM(0.1, alpha=0.05),
+])
+def test_gradient_attacks_stay_in_the_epsilon_ball_and_the_box(attack, tiny_model, tiny_sample):
+    x, y = tiny_sample
+    result = attack(tiny_model, x, y)
+    delta = (result.adversarial - x).abs().amax()
+    assert delta <= 0.1 + 1e-6
+    assert result.adversarial.min() >= 0 and result.adversarial.max() <= 1
+    # success is what the model says about the returned examples
+    pred = tiny_model(result.adversarial).argmax(1)
+    assert torch.equal(result.success, pred != y)
+
+
+def test_fgsm_raises_the_loss_and_ifgsm_raises_it_more(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    loss = nn.functional.cross_entropy
+    clean = loss(tiny_model(x), y)
+    one = loss(tiny_model(FGSM(0.2)(tiny_model, x, y).adversarial), y)
+    many = loss(tiny_model(IterativeFGSM(0.2, steps=10)(tiny_model, x, y).adversarial), y)
+    assert one > clean and many > one
+
+
+def test_rand_fgsm_requires_alpha_below_epsilon():
+    with pytest.raises(ValueError):
+        RandFGSM(0.1, alpha=0.1)
+
+
+def test_predicted_labels_option_uses_the_models_prediction(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    wrong = (y + 1) % 10
+    a = FGSM(0.1, use_predicted_labels=True)(tiny_model, x, wrong).adversarial
+    b = FGSM(0.1)(tiny_model, x, y).adversarial
+    assert torch.equal(a, b)  # the sample is correctly classified, so prediction == y
+
+
+def test_batched_adam_matches_torch_adam_row_by_row():
+    torch.manual_seed(0)
+    w = torch.randn(3, 5)
+    ref = w.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=0.05)
+    mine = _BatchedAdam(0.05)
+    mine.reset(w)
+    rows = torch.arange(3)
+    for _ in range(4):
+        g = torch.randn(3, 5)
+        opt.zero_grad()
+        ref.grad = g.clone()
+        opt.step()
+        mine.step(w, rows, g)
+    assert torch.allclose(w, ref.detach(), atol=1e-6)
+
+
+def test_margin_loss_signs():
+    logits = torch.tensor([[3.0, 1.0, 0.0]])
+    assert margin_loss(logits, torch.tensor([0]), targeted=False).item() == 2.0
+    assert margin_loss(logits, torch.tensor([1]), targeted=True).item() == 2.0
+    assert margin_loss(logits, torch.tensor([0]), targeted=True, kappa=1.0).item() == -1.0
+    # with a reject class, an untargeted attack must beat both the label and the reject class
+    g = torch.tensor([[1.0, 0.5, 4.0]])
+    assert margin_loss(g, torch.tensor([0]), targeted=False, reject_class=-1).item() == 3.5
+
+
+def test_cw_untargeted_succeeds_on_every_image_and_reports_true_distances(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    result = CarliniWagnerL2(**CW)(DefendedSystem(tiny_model).objective(False), x, y)
+    assert result.success.all()
+    pred = tiny_model(result.adversarial).argmax(1)
+    assert (pred != y).all()
+    d = (result.adversarial - x).flatten(1).norm(dim=1)
+    assert torch.allclose(result.l2, d)
+    assert result.adversarial.min() >= 0 and result.adversarial.max() <= 1
+    assert torch.isfinite(result.const).all()  # each image records its own winning constant
+
+
+def test_cw_targeted_reaches_the_targets(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    target = (y + 1) % 10
+    attack = CarliniWagnerL2(**{**CW, "binary_search_steps": 6, "max_iterations": 300})
+    result = attack(DefendedSystem(tiny_model).objective(True), x, target)
+    assert result.success.float().mean() >= 0.9
+    pred = tiny_model(result.adversarial[result.success]).argmax(1)
+    assert torch.equal(pred, target[result.success])
+
+
+def test_cw_binary_search_lowers_distortion(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    obj = DefendedSystem(tiny_model).objective(False)
+    one = CarliniWagnerL2(**{**CW, "binary_search_steps": 1, "initial_const": 100.0})(obj, x, y)
+    search = CarliniWagnerL2(**{**CW, "initial_const": 100.0})(obj, x, y)
+    assert search.mean_l2() < one.mean_l2()
+
+
+def test_surrogate_attack_fools_the_exact_one_bit_system(tiny_model, tiny_sample):
+    """he2017 §3.1.1: optimise without the quantiser, accept only exact-system failures."""
+    x, y = tiny_sample
+    system = SqueezedClassifier(tiny_model, BitDepthReduction(1), differentiable=False,
+                                name="bit_depth_1")
+    attack = CarliniWagnerL2(**{**CW, "restarts": 2, "random_start": 0.1})
+    result = attack.run(system, x, y, targeted=False)
+    assert result.success.float().mean() >= 0.5
+    exact = tiny_model(BitDepthReduction(1)(result.adversarial[result.success])).argmax(1)
+    assert (exact != y[result.success]).all()
+
+
+class _BrightnessDetector(nn.Module):
+    """A toy detector: flags images whose mean brightness rises above the clean mean."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x):
+        return (x.flatten(1).mean(1) - self.threshold) * 100
+
+
+def test_g_of_x_examples_evade_every_detector_they_were_built_against(tiny_model, tiny_sample):
+    """cw2017 §3.1 / he2017 §5: C&W on G(x) with D = max_j D_j."""
+    x, y = tiny_sample
+    clean_mean = float(x.flatten(1).mean(1).max())
+    detectors = {"bright": _BrightnessDetector(clean_mean + 0.002),
+                 "net": BinaryDetector(nn.Sequential(nn.Flatten(), nn.Linear(784, 2)))}
+    system = DetectorDefense(tiny_model, detectors, "toy")
+    result = CarliniWagnerL2(**CW).run(system, x, y, targeted=False)
+    ok = result.success
+    assert ok.float().mean() >= 0.5
+    adv = result.adversarial[ok]
+    for d in detectors.values():
+        assert (d(adv) <= 0).all()
+    assert (tiny_model(adv).argmax(1) != y[ok]).all()
+    assert (system.predict(adv) != -1).all()
+
+
+def test_expectation_over_dropout_samples_fools_every_sample(tiny_model, tiny_sample):
+    """cw2017 §6.1: the loss summed over K fixed dropout masks."""
+    x, y = tiny_sample
+    samples = [DefendedSystem(FixedDropoutSample(tiny_model, seed=k)) for k in range(3)]
+    masks_differ = not torch.equal(samples[0].logits(x), samples[1].logits(x))
+    assert masks_differ
+    objective = summed_over_samples([s.objective(False) for s in samples])
+    result = CarliniWagnerL2(**CW)(objective, x, y)
+    assert result.success.float().mean() >= 0.8
+    for s in samples:
+        assert (s.logits(result.adversarial[result.success]).argmax(1)
+                != y[result.success]).all()
+
+
+def test_gumbel_parameterisation_searches_quantised_images(tiny_model, tiny_sample):
+    """he2017 Appendix A: every candidate is already quantised."""
+    x, y = tiny_sample
+    param = GumbelQuantized(bits=2)
+    attack = CarliniWagnerL2(**{**CW, "parameterization": param, "learning_rate": 0.1})
+    result = attack(DefendedSystem(tiny_model).objective(False), x, y)
+    assert result.success.any()
+    adv = result.adversarial[result.success]
+    assert torch.allclose(adv * 3, torch.round(adv * 3), atol=1e-5)
+    bound = (BitDepthReduction(2)(x) - x).flatten(1).norm(dim=1)[result.success]
+    assert (result.l2[result.success] >= bound - 1e-5).all()
+    assert math.isfinite(result.mean_l2())

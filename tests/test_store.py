@@ -1,0 +1,73 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from advrepro.experiments import runner
+from advrepro.experiments.runner import cell_store, run_cell
+from advrepro.experiments.store import CellStore
+
+from conftest import ROOT, compose_cfg, tiny_overrides
+
+FAST = ["attack.binary_search_steps=2", "attack.max_iterations=20", "n_images=4",
+        "train.max_steps=-1", "train.epochs=40", "train.batch_size=32"]
+
+
+def test_atomic_store_never_shows_a_partial_cell(tmp_path):
+    store = CellStore(tmp_path / "cell")
+    assert not store.is_complete("abc")
+    store.write(pd.DataFrame({"a": [1]}), {}, {"config_hash": "abc"}, "cfg: 1\n")
+    assert store.is_complete("abc") and not store.is_complete("other")
+    (tmp_path / "cell" / "summary.json").write_text("{trunc")
+    assert not store.is_complete("abc")
+    assert not list((tmp_path / "cell").glob(".*.tmp"))
+
+
+def test_finished_cell_is_skipped_and_changed_config_recomputed(tmp_path, monkeypatch):
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, FAST + ["defense=bit_depth",
+                                                                  "defense.bits=2"]))
+    first = run_cell(cfg)
+    assert first["n_images"] > 0
+    records = cell_store(cfg)[0].records()
+    assert {"index", "label", "success", "l2", "linf", "const", "restart"} <= set(records)
+
+    def boom(*a, **k):
+        raise AssertionError("a finished cell must not be attacked again")
+
+    monkeypatch.setattr(runner, "_systems", boom)
+    assert run_cell(cfg) == first
+    changed = compose_cfg("attack", tiny_overrides(tmp_path, FAST + ["defense=bit_depth",
+                                                                      "defense.bits=3"]))
+    with pytest.raises(AssertionError, match="must not be attacked"):
+        run_cell(changed)
+
+
+def test_killed_sweep_recomputes_no_finished_cell(tmp_path):
+    """Kill a Hydra multirun sweep after its first cell; the rerun keeps that cell untouched."""
+    overrides = tiny_overrides(tmp_path, FAST + ["defense=bit_depth", "experiment_name=sweep"])
+    cmd = [sys.executable, str(ROOT / "scripts" / "attack.py"), "-m", *overrides,
+           "defense.bits=1,2,3,4"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    runs = tmp_path / "ci" / "runs" / "sweep"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list(runs.glob("*/summary.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+    assert 1 <= len(done) < 4, f"expected a partial sweep, found {sorted(done)}"
+    first = json.loads(next(iter(runs.glob("*/summary.json"))).read_text())
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+    assert len(after) == 4
+    for name, mtime in done.items():
+        assert after[name] == mtime, f"finished cell {name} was recomputed"
+    assert json.loads((runs / first["cell"] / "summary.json").read_text()) == first
