@@ -77,3 +77,16 @@ def example_grid(original: torch.Tensor, adversarial: torch.Tensor, l2: torch.Te
         axes[1][j].set_title(f"{float(l2[i]):.3g}", fontsize=9, y=-0.25)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def roc_plot(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], title: str, path: Path) -> None:
+    """ROC curves (false-positive rate vs true-positive rate) of several detectors."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(fpr.numpy(), tpr.numpy(), label=name)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false-positive rate (clean originals)")
+    ax.set_ylabel("true-positive rate (adversarial)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    _save(fig, path)

@@ -19,7 +19,13 @@ import torch
 from advrepro.errors import UserError
 from advrepro.experiments.store import CellStore, completed_cells
 from advrepro.io import atomic_write_text
-from advrepro.report.figures import example_grid, paper_vs_ours_plot, transfer_heatmaps
+from advrepro.report.detection import detection_metrics, roc_curve
+from advrepro.report.figures import (
+    example_grid,
+    paper_vs_ours_plot,
+    roc_plot,
+    transfer_heatmaps,
+)
 from advrepro.report.paper_values import citation, paper_value
 
 
@@ -177,7 +183,27 @@ class TransferTable:
     title: str
     sources: list[str]
     distortion_rows: list[str] = field(default_factory=list)
+    zero_knowledge_cell: str = "undefended"
     notes: str = ""
+
+    def zero_knowledge(self, ctx: TableContext, cell: CellStore) -> str:
+        """Detection of the undefended cell's examples (the zero-knowledge threat model,
+        cw2017 §2.3): rates at each detector's threshold, TPR at 1 % FPR, ROC curves."""
+        rec = cell.records()
+        ok = rec[rec["success"].astype(bool)]
+        rows, curves = [], {}
+        for name in self.sources:
+            adv = torch.tensor(ok[f"score_{name}"].values, dtype=torch.float)
+            clean = torch.tensor(rec[f"clean_score_{name}"].values, dtype=torch.float)
+            rows.append({"detector": name, **detection_metrics(adv, clean)})
+            curves[name] = roc_curve(adv, clean)
+        frame = pd.DataFrame(rows)
+        atomic_write_text(Path(ctx.tables_dir) / self.paper / f"{self.table}_zero_knowledge.csv",
+                          frame.to_csv(index=False))
+        roc_plot(curves, f"{self.title}: zero-knowledge ROC",
+                 ctx.figure_path(self.paper, f"{self.table}_zero_knowledge_roc"))
+        return ("\nZero-knowledge detection (C&W on the unsecured classifier; clean originals "
+                "give the false positives):\n\n" + to_markdown(frame) + "\n")
 
     def build(self, ctx: TableContext) -> pd.DataFrame:
         cells = {c.summary()["system_evaluated"]: c for c in ctx.cells(self.experiment)}
@@ -218,6 +244,8 @@ class TransferTable:
             atomic_write_text(Path(ctx.tables_dir) / self.paper / f"{self.table}_distortion.csv",
                               dist.to_csv(index=False))
             extra += "\nDistortion of the adaptive attack:\n\n" + to_markdown(dist) + "\n"
+        if self.zero_knowledge_cell in cells:
+            extra += self.zero_knowledge(ctx, cells[self.zero_knowledge_cell])
         ctx.write(self.paper, self.table, frame, self.title, self.notes, extra)
         transfer_heatmaps(ours, paper, self.title, ctx.figure_path(self.paper, self.table))
         ctx.example_figures(self.paper, self.table, list(cells.values()))

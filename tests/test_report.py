@@ -1,0 +1,70 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from advrepro.experiments.store import CellStore
+from advrepro.report.detection import detection_metrics
+from advrepro.report.paper_values import paper_value, paper_values
+from advrepro.report.tables import SweepTable, TableContext, TransferTable
+
+
+def test_detection_metrics_on_a_known_case():
+    adv = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    clean = torch.tensor([-3.0, -2.0, 0.7, -0.5] + [-5.0] * 96)
+    m = detection_metrics(adv, clean)
+    assert m["tpr_at_threshold"] == 0.75
+    assert m["fpr_at_threshold"] == pytest.approx(0.01)
+    # <= 1 % false positives allows one clean score (0.7) above the cut: cut just above -0.5
+    # flags 2.0, 1.0 and 0.5
+    assert m["tpr_at_1%_fpr"] == 0.75
+    assert 0.5 < m["roc_auc"] <= 1.0
+
+
+def test_paper_values_carry_citations_and_are_looked_up():
+    df = paper_values()
+    assert df["source"].str.len().min() > 5
+    assert paper_value("he2017", "table1", "1", "mean_l2") == 3.86
+    assert paper_value("he2017", "table3", "kde", "gong") == 0.96
+    assert math.isnan(paper_value("he2017", "table1", "9", "mean_l2"))
+
+
+def _cell(root, name, summary, records=None):
+    store = CellStore(root / name)
+    n = 2
+    frame = records if records is not None else pd.DataFrame({"success": [True] * n})
+    x = torch.zeros(n, 1, 4, 4)
+    store.write(frame, {"original": x, "adversarial": x + 0.1, "success": torch.ones(n).bool()},
+                {"cell": name, "n_images": n, **summary}, "")
+
+
+def test_sweep_table_sets_paper_ours_and_delta_side_by_side(tmp_path):
+    runs = tmp_path / "runs" / "he2017" / "table1"
+    _cell(runs, "bit_depth_1__x", {"defense": {"bits": 1}, "success_rate": 1.0, "mean_l2": 3.0})
+    _cell(runs, "bit_depth_8__x", {"defense": {"bits": 8}, "success_rate": 0.5, "mean_l2": 1.5})
+    ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
+    table = SweepTable("he2017", "table1", "he2017/table1", "T1", ["success_rate", "mean_l2"],
+                       row_label="{bits}", x_label="bits")
+    frame = table.build(ctx)
+    assert frame["row"].tolist() == ["1", "8"]
+    assert frame["mean_l2_paper"].tolist() == [3.86, 1.38]
+    assert frame["mean_l2_delta"].round(3).tolist() == [-0.86, 0.12]
+    assert (tmp_path / "t" / "he2017" / "table1.md").read_text().count("|") > 10
+    assert (tmp_path / "f" / "he2017" / "table1.png").is_file()
+
+
+def test_transfer_matrix_counts_undetected_source_successes(tmp_path):
+    runs = tmp_path / "runs" / "exp"
+    for src, scores in {"gong": ([-1, -1], [1, -1]), "metzen": ([1, 1], [-1, -1])}.items():
+        rec = pd.DataFrame({"success": [True, True], "fooled_defense": [True, True],
+                            "score_gong": scores[0], "score_metzen": scores[1],
+                            "clean_score_gong": [-1, -1], "clean_score_metzen": [-1, -1]})
+        _cell(runs, f"{src}__perfect", {"system_evaluated": src}, rec)
+    ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
+    frame = TransferTable("he2017", "table3", "exp", "T3", ["gong", "metzen"]).build(ctx)
+    rate = {(r.target, r.source): r.ours for r in frame.itertuples()}
+    assert rate[("gong", "gong")] == 1.0 and rate[("metzen", "gong")] == 0.5
+    assert rate[("gong", "metzen")] == 0.0 and rate[("metzen", "metzen")] == 1.0
+    assert rate[("metzen", "gong")] - 0.43 == pytest.approx(
+        frame.set_index(["target", "source"]).loc[("metzen", "gong"), "delta"])
