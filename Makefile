@@ -2,7 +2,7 @@
 # 100-image sample with a C&W budget that fits 2 CPU cores) or ci (tiny regression scale).
 PYTHON ?= python
 SCALE ?= paper
-ATTACK = $(PYTHON) scripts/attack.py -m scale=$(SCALE)
+ATTACK = $(PYTHON) scripts/attack.py -m scale=$(SCALE) $(ATTACK_EXTRA)
 TABLE = $(PYTHON) scripts/table.py scale=$(SCALE)
 
 .PHONY: install test smoke lint reproduce-all reproduce-table-1 reproduce-table-2 \

@@ -47,7 +47,8 @@ def tiny_bench(session_tmp):
     """Workbench whose classifier is the C&W CNN trained briefly on the tiny subset."""
     from advrepro.experiments.workbench import Workbench
 
-    cfg = compose_cfg("attack", tiny_overrides(session_tmp, ["train.max_steps=-1", "train.epochs=40", "train.batch_size=32"]))
+    training = ["train.max_steps=-1", "train.epochs=40", "train.batch_size=32"]
+    cfg = compose_cfg("attack", tiny_overrides(session_tmp, training))
     return Workbench(cfg)
 
 

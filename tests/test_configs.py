@@ -3,13 +3,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF, ROOT, TINY_DATA, compose_cfg, tiny_overrides
 from hydra.utils import instantiate
 
 from advrepro.data import DatasetSpec, load_split
 from advrepro.errors import ConfigError, DataNotFoundError
 from advrepro.experiments.runner import attack_name, cell_identity
-
-from conftest import CONF, ROOT, TINY_DATA, compose_cfg, tiny_overrides
 
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
                      for p in (CONF / "experiment").rglob("*.yaml"))
@@ -86,7 +85,7 @@ def test_missing_data_says_where_it_looked_and_how_to_fix_it(tmp_path):
 def test_cifar_with_wrong_checksums_names_the_opt_out(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (folder / name).write_bytes(b"not the official bytes")
     spec = DatasetSpec("cifar10", str(tmp_path), download=False)
     with pytest.raises(DataNotFoundError, match="verify_checksum=false"):

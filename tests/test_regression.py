@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, compose_cfg, shared_data_available
 from hydra.utils import instantiate
 
 from advrepro.experiments.runner import run_cell
 from advrepro.report.tables import TableContext
-
-from conftest import SHARED_DATA, compose_cfg, shared_data_available
 
 GOLDEN = Path(__file__).parent / "golden" / "ci_scale.json"
 WRITE = os.environ.get("ADVREPRO_WRITE_GOLDEN") == "1"

@@ -4,16 +4,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, compose_cfg, tiny_overrides
 
 from advrepro.experiments import runner
 from advrepro.experiments.runner import cell_store, run_cell
 from advrepro.experiments.store import CellStore
-
-from conftest import ROOT, compose_cfg, tiny_overrides
 
 FAST = ["attack.binary_search_steps=2", "attack.max_iterations=20", "n_images=4",
         "train.max_steps=-1", "train.epochs=40", "train.batch_size=32"]

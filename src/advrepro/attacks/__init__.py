@@ -12,16 +12,16 @@ from advrepro.attacks.objectives import (
 from advrepro.attacks.parameterizations import GumbelQuantized, TanhBox
 
 __all__ = [
+    "FGSM",
     "AttackResult",
     "CarliniWagnerL2",
-    "FGSM",
+    "ClassifierObjective",
+    "GumbelQuantized",
     "IterativeFGSM",
     "LeastLikelyFGSM",
-    "RandFGSM",
-    "ClassifierObjective",
     "Objective",
+    "RandFGSM",
+    "TanhBox",
     "margin_loss",
     "with_detector_class",
-    "GumbelQuantized",
-    "TanhBox",
 ]

@@ -107,7 +107,7 @@ def summed_over_samples(objectives: list[Objective]) -> Objective:
     model; a candidate succeeds only if it fools every sample."""
 
     def objective(x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        losses, successes = zip(*(o(x_adv, labels) for o in objectives))
+        losses, successes = zip(*(o(x_adv, labels) for o in objectives), strict=False)
         return torch.stack(losses).sum(0), torch.stack(successes).all(0)
 
     return objective

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from torch import nn
 
+from advrepro.defenses.detectors import DetectorDefense
 from advrepro.defenses.feature_squeezing import FeatureSqueezingDetector
 from advrepro.defenses.preprocessing import SqueezedClassifier
 from advrepro.defenses.squeezers import BitDepthReduction, MedianFilter
@@ -128,6 +129,3 @@ def build_detector(bench, name: str) -> nn.Module:
         spec: Any = instantiate(available[name], _convert_="all")
         cache[name] = spec.build(bench)
     return cache[name]
-
-
-from advrepro.defenses.detectors import DetectorDefense  # noqa: E402  (import cycle guard)

@@ -20,7 +20,6 @@ from advrepro.data.sampling import random_targets
 from advrepro.defenses.system import DefendedSystem
 from advrepro.io import atomic_torch_save, safe_torch_load
 
-
 #: A short attack needs a larger Adam step and a first constant near the typical one.
 DETECTOR_ATTACK_LR = 0.05
 DETECTOR_ATTACK_CONST = 0.1

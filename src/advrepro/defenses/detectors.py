@@ -39,7 +39,8 @@ class MetzenDetectorNet(nn.Module):
     with configurable widths (Metzen et al. use 96/192/192).
     """
 
-    def __init__(self, classifier: nn.Module, widths: tuple[int, int, int] = (96, 192, 192)) -> None:
+    def __init__(self, classifier: nn.Module,
+                 widths: tuple[int, int, int] = (96, 192, 192)) -> None:
         super().__init__()
         self.classifier = classifier.eval()
         for p in self.classifier.parameters():
@@ -53,7 +54,7 @@ class MetzenDetectorNet(nn.Module):
             nn.Conv2d(c, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
 
-    def train(self, mode: bool = True) -> "MetzenDetectorNet":
+    def train(self, mode: bool = True) -> MetzenDetectorNet:
         super().train(mode)
         self.classifier.eval()  # the classifier is fixed; its batch-norm statistics too
         return self

@@ -19,7 +19,7 @@ def dropout_enabled(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, s in zip(layers, states):
+        for m, s in zip(layers, states, strict=False):
             m.train(s)
 
 

@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import pandas as pd
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -126,7 +125,8 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     frame = pd.DataFrame(records)
     summary = summarize(frame, targeted)
     summary.update(
-        config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense), experiment=cfg.experiment_name,
+        config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense),
+        experiment=cfg.experiment_name,
         threat=cfg.threat.name, system_attacked=attacked.name, system_evaluated=evaluated.name,
         attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
         classifier=classifier.cache_meta.get("key"),
@@ -145,7 +145,7 @@ def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
     ok = frame["success"].astype(bool)
     fooled = frame["fooled_defense"].astype(bool)
     out: dict[str, Any] = {
-        "n_images": int(len(frame)),
+        "n_images": len(frame),
         "targeted": targeted,
         "success_rate": float(ok.mean()) if len(frame) else float("nan"),
         "fooled_defense_rate": float(fooled.mean()) if len(frame) else float("nan"),

@@ -113,8 +113,9 @@ class Workbench:
                 xt, yt = self.test_set()
                 return x, y, xt, yt
 
+            architecture = self.cfg.model._target_.rsplit(".", 1)[-1]
             self._classifier = self.train(
-                f"{self.spec.name}-{self.cfg.model._target_.rsplit('.', 1)[-1]}", to_container(self.cfg.model),
+                f"{self.spec.name}-{architecture}", to_container(self.cfg.model),
                 recipe_from(self.cfg.train), make_data, {"labels": "classes"},
             )
         return self._classifier

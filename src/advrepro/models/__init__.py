@@ -6,18 +6,18 @@ for the ResNet)."""
 
 from advrepro.models.base import PaperModel
 from advrepro.models.cw_mnist import CarliniWagnerMNIST
-from advrepro.models.mlp import LogisticRegression, PCAFullyConnected
 from advrepro.models.lenet import LeNet
+from advrepro.models.mlp import LogisticRegression, PCAFullyConnected
 from advrepro.models.resnet import MetzenResNet
 from advrepro.models.tramer import TramerModelA, TramerModelB, TramerModelC, TramerModelD
 
 __all__ = [
-    "PaperModel",
     "CarliniWagnerMNIST",
-    "LogisticRegression",
-    "PCAFullyConnected",
     "LeNet",
+    "LogisticRegression",
     "MetzenResNet",
+    "PCAFullyConnected",
+    "PaperModel",
     "TramerModelA",
     "TramerModelB",
     "TramerModelC",

@@ -8,7 +8,7 @@ from advrepro.models.base import PaperModel
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation residual unit (BN-ReLU-conv twice) with a 1x1 projection when shapes change."""
+    """Pre-activation residual unit (BN-ReLU-conv, twice); 1x1 projection when shapes change."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()

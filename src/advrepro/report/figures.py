@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
 
-from advrepro.io import atomic_write_bytes  # noqa: E402
+from advrepro.io import atomic_write_bytes
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -42,7 +42,7 @@ def paper_vs_ours_plot(table: pd.DataFrame, metric: str, x_label: str, title: st
 def transfer_heatmaps(ours: pd.DataFrame, paper: pd.DataFrame, title: str, path: Path) -> None:
     """Side-by-side heatmaps (rows target, columns source) of ours and the paper's matrix."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, (name, m) in zip(axes, (("ours", ours), ("paper", paper))):
+    for ax, (name, m) in zip(axes, (("ours", ours), ("paper", paper)), strict=False):
         im = ax.imshow(m.values.astype(float), vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(m.shape[1]), m.columns)
         ax.set_yticks(range(m.shape[0]), m.index)
