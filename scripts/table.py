@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> None:
     table = instantiate(cfg.table, _convert_="all")
     frame = table.build(ctx)
     print(to_markdown(frame))
-    print(f"\nwritten to {cfg.paths.tables_dir}/{table.paper}/{table.table}.csv")
+    name = getattr(table, "output", None) or table.table
+    print(f"\nwritten to {cfg.paths.tables_dir}/{table.paper}/{name}.csv")
 
 
 if __name__ == "__main__":

@@ -77,14 +77,14 @@ class TableContext:
         return cells
 
     def write(self, paper: str, table: str, frame: pd.DataFrame, title: str, notes: str,
-              extra_md: str = "") -> Path:
+              extra_md: str = "", citation_of: str | None = None) -> Path:
         out = Path(self.tables_dir) / paper
         csv_path = out / f"{table}.csv"
         atomic_write_text(csv_path, frame.to_csv(index=False))
         header = [
             f"# {title}",
             "",
-            f"Paper values: {citation(paper, table) or 'see notes'}.",
+            f"Paper values: {citation(paper, citation_of or table) or 'see notes'}.",
             f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
             f"at commit `{_commit()}`" + (f" by `{self.command}`." if self.command else "."),
             "",
@@ -125,7 +125,7 @@ class SweepTable:
     x_label: str = ""
     notes: str = ""
     plot_metric: str = "mean_l2"
-
+    output: str | None = None  # file name when several outputs share one paper table
     def label(self, summary: dict[str, Any]) -> str | None:
         """The row of a cell; None for a cell of the experiment this table does not show."""
         if self.row_names:
@@ -154,11 +154,12 @@ class SweepTable:
         frame = pd.DataFrame(rows)
         order = self._order(frame["row"].tolist())
         frame = frame.set_index("row").loc[order].reset_index()
-        ctx.write(self.paper, self.table, frame, self.title, self.notes)
+        name = self.output or self.table
+        ctx.write(self.paper, name, frame, self.title, self.notes, citation_of=self.table)
         if self.plot_metric in self.metrics and len(frame) > 1:
             paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
-                               ctx.figure_path(self.paper, self.table))
-        ctx.example_figures(self.paper, self.table, cells)
+                               ctx.figure_path(self.paper, name))
+        ctx.example_figures(self.paper, name, cells)
         return frame
 
     def _order(self, labels: list[str]) -> list[str]:
