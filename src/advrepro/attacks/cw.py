@@ -160,7 +160,11 @@ class CarliniWagnerL2:
                 found[active[success]] = True
                 adam.step(w, active, grad)
                 if self.abort_early and (it + 1) % check_every == 0:
-                    keep = loss.detach() <= prev[active] * 0.9999
+                    previous = prev[active]
+                    # improved by 0.01 % of |loss| (sign-safe; the first check always passes)
+                    bar = torch.where(torch.isfinite(previous),
+                                      previous - 1e-4 * previous.abs(), previous)
+                    keep = loss.detach() <= bar
                     prev[active] = loss.detach()
                     active = active[keep]
         return found, iters

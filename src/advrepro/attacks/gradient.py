@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advrepro.attacks.base import AttackResult
+from advrepro.attacks.objectives import is_fooled
 
 LogitsFn = Callable[[Tensor], Tensor]
 
@@ -46,7 +47,10 @@ class _GradientAttack:
             from advrepro.errors import ConfigError
 
             raise ConfigError(f"{type(self).__name__} is untargeted; set targeted=false")
-        return self(system.logits, x, labels)
+        result = self(system.logits, x, labels)
+        # a detector's rejection is not a success: judge by the exact system
+        result.success = is_fooled(system.predict(result.adversarial), labels, targeted=False)
+        return result
 
     def _labels(self, model: LogitsFn, x: Tensor, labels: Tensor) -> Tensor:
         if not self.use_predicted_labels:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,7 +38,9 @@ class GumbelQuantized:
 
     The free variable holds per-pixel logits over levels (shape x.shape + (levels,)); each call
     of :meth:`image` draws a fresh hard sample whose gradient flows to the logits.
-    ``init_scale`` sets how sharply the initial distribution peaks at the rounded original.
+    ``init_scale`` sets how sharply the initial distribution peaks at the rounded original: its
+    logit there is ``init_scale * log(levels)``, so the peak holds about the same probability
+    mass whatever the number of levels. Samples use the global RNG (the runner seeds it).
     """
 
     def __init__(self, bits: int, temperature: float = 1.0, init_scale: float = 2.0) -> None:
@@ -52,7 +56,8 @@ class GumbelQuantized:
     def init(self, x: Tensor, random_start: float = 0.0,
              generator: torch.Generator | None = None) -> Tensor:
         nearest = torch.round(x * (self.levels - 1)).long()
-        logits = F.one_hot(nearest, self.levels).float() * self.init_scale
+        peak = self.init_scale * math.log(self.levels)
+        logits = F.one_hot(nearest, self.levels).float() * peak
         if random_start > 0:
             noise = torch.randn(logits.shape, generator=generator, device="cpu").to(x.device)
             logits = logits + random_start * noise

@@ -85,12 +85,13 @@ def _clean_training_images(bench, n: int, skip: int) -> torch.Tensor:
 
 @dataclass
 class KernelDensity:
-    """Feinman et al.'s KDE (cw2017 §5.2): ``per_class`` reference images per class (cw2017's
-    attack used 100), bandwidth ``sigma`` (Feinman et al.: 1.20 MNIST, 0.26 CIFAR-10), the
-    threshold at false positive rate ``fpr`` on clean training images not in the reference."""
+    """Feinman et al.'s KDE (cw2017 §5.2): ``per_class`` training images per class as the
+    defender's reference (the attacker's G(x) uses a 100-per-class subsample), bandwidth
+    ``sigma`` (Feinman et al.: 1.20 MNIST, 0.26 CIFAR-10), the threshold at false positive rate
+    ``fpr`` on clean training images not in the reference."""
 
     sigma: float = 1.0
-    per_class: int = 100
+    per_class: int = 1000
     fpr: float = 0.05
     threshold_images: int = 1000
 

@@ -66,9 +66,12 @@ class MetzenDetectorNet(nn.Module):
 class KernelDensityDetector(nn.Module):
     """Feinman et al.'s kernel density on the final hidden layer (cw2017 §5.2).
 
-    log KDE(x) = log mean_{s in X_t} exp(-||f(x) - f(s)||^2 / sigma^2), t = predicted class,
-    with ``reference`` features of training images per class (cw2017 used 100 per class for
-    the attack). ``threshold`` is set on clean images (see :func:`set_threshold_at_fpr`).
+    log KDE(x) = log mean_{s in X_t} exp(-||f(x) - f(s)||^2 / (2 sigma^2)), t = predicted
+    class, over ``reference`` features of training images. cw2017 writes the exponent with
+    sigma^2; the factor 2 is the Gaussian kernel of Feinman et al.'s implementation, to which
+    their bandwidths (1.20 MNIST, 0.26 CIFAR-10) belong. ``threshold`` is set on clean images
+    (see :func:`set_threshold_at_fpr`). :meth:`subsample` gives the attacker's cheaper copy that
+    keeps ``per_class`` references per class (cw2017 §5.2 used 100).
     """
 
     def __init__(self, classifier: nn.Module, reference: Tensor, reference_labels: Tensor,
@@ -85,28 +88,44 @@ class KernelDensityDetector(nn.Module):
         feats, predicted = h["final_hidden"], h["logits"].argmax(1)
         d2 = torch.cdist(feats, self.reference).pow(2)  # B x M
         same = self.reference_labels[None, :] == predicted[:, None]
-        logk = (-d2 / self.sigma**2).masked_fill(~same, float("-inf"))
+        logk = (-d2 / (2 * self.sigma**2)).masked_fill(~same, float("-inf"))
         counts = same.sum(1).clamp(min=1)
         return torch.logsumexp(logk, dim=1) - counts.log()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.threshold - self.log_density(x)
 
+    def subsample(self, per_class: int, seed: int = 0) -> KernelDensityDetector:
+        """The same detector over at most ``per_class`` random references of each class."""
+        gen = torch.Generator().manual_seed(seed)
+        labels = self.reference_labels.cpu()
+        perm = torch.randperm(len(labels), generator=gen)
+        keep = torch.cat([perm[labels[perm] == c][:per_class] for c in labels.unique()])
+        keep = keep.to(self.reference.device)
+        return KernelDensityDetector(self.classifier, self.reference[keep],
+                                     self.reference_labels[keep], self.sigma, self.threshold)
+
 
 class DropoutUncertaintyDetector(nn.Module):
     """Feinman et al.'s Bayesian uncertainty (cw2017 §6.1), with ``passes`` = L = 30:
     U(x) = mean_i ||F_r(x)||^2 - ||mean_i F_r(x)||^2 over dropout-randomised softmax outputs."""
 
-    def __init__(self, classifier: nn.Module, passes: int = 30, threshold: float = 0.02) -> None:
+    def __init__(self, classifier: nn.Module, passes: int = 30, threshold: float = 0.02,
+                 seed: int = 0) -> None:
         super().__init__()
         self.classifier = classifier
         self.passes = passes
         self.threshold = threshold
+        self.seed = seed
 
     def uncertainty(self, x: Tensor) -> Tensor:
+        """U(x); the L dropout draws come from a fixed seed, so the exact detector is a
+        deterministic function an attack's success check cannot win by luck."""
         from advrepro.defenses.randomness import dropout_enabled
 
-        with dropout_enabled(self.classifier):
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), \
+                dropout_enabled(self.classifier):
+            torch.manual_seed(self.seed)
             probs = torch.stack([self.classifier(x).softmax(1) for _ in range(self.passes)])
         return probs.pow(2).sum(2).mean(0) - probs.mean(0).pow(2).sum(1)
 
@@ -155,13 +174,35 @@ class DetectorDefense(DefendedSystem):
     def detector_scores(self, x: Tensor) -> dict[str, Tensor]:
         return {k: d(x) for k, d in self.detectors.items()}
 
-    def combined_logit(self, x: Tensor) -> Tensor:
-        return torch.stack([d(x) for d in self.detectors.values()]).amax(0)
+    #: references per class in the attacker's KDE (cw2017 §5.2 used 100)
+    attack_kde_per_class = 100
+    #: fixed dropout masks in the expectation-over-randomness attack (cw2017 §6.1)
+    attack_dropout_samples = 10
+
+    def attack_surrogates(self) -> list[nn.Module]:
+        """The detectors as the attack differentiates them: KDE over a 100-per-class sample."""
+        return [d.subsample(self.attack_kde_per_class) if isinstance(d, KernelDensityDetector)
+                else d for d in self.detectors.values()]
 
     def g_logits(self, x: Tensor) -> Tensor:
-        return with_detector_class(self.classifier(x), self.combined_logit(x))
+        if "_surrogates" not in self.__dict__:
+            self.__dict__["_surrogates"] = self.attack_surrogates()
+        surrogates = self.__dict__["_surrogates"]
+        combined = torch.stack([d(x) for d in surrogates]).amax(0)
+        return with_detector_class(self.classifier(x), combined)
 
     def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
-        # The last column of G is the "adversarial" class (index -1).
+        """C&W on G(x) (the last column is the "adversarial" class); for the dropout detector
+        alone, C&W's loss summed over K fixed dropout masks instead (cw2017 §6.1: G(x) fails
+        there). Success is always judged by the exact system."""
+        only = list(self.detectors.values())
+        if len(only) == 1 and isinstance(only[0], DropoutUncertaintyDetector):
+            from advrepro.attacks.objectives import summed_over_samples
+            from advrepro.defenses.randomness import FixedDropoutSample
+
+            samples = [ClassifierObjective(FixedDropoutSample(self.classifier, seed=k),
+                                           targeted, kappa, exact=self.predict)
+                       for k in range(self.attack_dropout_samples)]
+            return summed_over_samples(samples)
         return ClassifierObjective(self.g_logits, targeted, kappa, exact=self.predict,
                                    reject_class=-1)

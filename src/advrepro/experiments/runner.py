@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import pandas as pd
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -89,6 +90,7 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     labels = random_targets(y, 10, cfg.seed).to(bench.device) if targeted else y
 
     attack = instantiate(cfg.attack)
+    torch.manual_seed(int(cfg.seed))  # any randomness drawn from the global RNG (Gumbel samples)
     start = time.time()
     result = attack.run(attacked, x, labels, targeted)
     seconds = time.time() - start

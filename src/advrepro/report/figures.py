@@ -32,7 +32,7 @@ def paper_vs_ours_plot(table: pd.DataFrame, metric: str, x_label: str, title: st
     ax.plot(x, table[f"{metric}_ours"], "s-", label="ours")
     ax.set_xticks(list(x), table["row"].astype(str))
     ax.set_xlabel(x_label)
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel(metric.replace("_", " ").replace("l2", "L2").replace("l1", "L1"))
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
