@@ -100,7 +100,9 @@ class KernelDensity:
         x, y = bench.train_set()
         gen = torch.Generator().manual_seed(bench.seed + 2)
         perm = torch.randperm(len(x), generator=gen)
-        chosen = torch.cat([perm[y[perm] == c][: self.per_class] for c in range(10)])
+        # threshold images are set aside first, references come from the rest
+        rest, pool = perm[: self.threshold_images], perm[self.threshold_images:]
+        chosen = torch.cat([pool[y[pool] == c][: self.per_class] for c in range(10)])
         with torch.no_grad():
             feats = torch.cat([
                 classifier.hidden(x[chosen[i:i + 500]].to(bench.device))["final_hidden"]
@@ -108,7 +110,6 @@ class KernelDensity:
             ])
         detector = KernelDensityDetector(classifier, feats, y[chosen].to(bench.device),
                                          self.sigma)
-        rest = perm[~torch.isin(perm, chosen)][: self.threshold_images]
         set_threshold_at_fpr(detector, x[rest].to(bench.device), self.fpr)
         return detector.eval()
 
