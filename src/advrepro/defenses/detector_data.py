@@ -62,7 +62,7 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(bench.device)
         result = attack(objective, xb, targets[i:i + batch_size].to(bench.device))
-        naturals.append(xb.cpu())
+        naturals.append(xb[result.success].cpu())
         adversarials.append(result.adversarial[result.success].cpu())
     natural, adversarial = torch.cat(naturals), torch.cat(adversarials)
     atomic_torch_save(path, {"natural": natural, "adversarial": adversarial, "key": key})
@@ -71,10 +71,21 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
 
 def natural_vs_adversarial(natural: Tensor, adversarial: Tensor, val_fraction: float = 0.1,
                            seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Binary training data (0 = natural, 1 = adversarial), shuffled, with a validation split."""
-    x = torch.cat([natural, adversarial])
-    y = torch.cat([torch.zeros(len(natural)), torch.ones(len(adversarial))]).long()
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    n_val = max(int(len(x) * val_fraction), 1)
-    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+    """Binary training data (0 = natural, 1 = adversarial) with a validation split made by
+    source image: an image and its adversarial version fall on the same side, so validation
+    accuracy measures detection, not recognition of memorised training images."""
+    n = len(natural)
+    if len(adversarial) != n:
+        raise ValueError("natural and adversarial images must be paired")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(int(n * val_fraction), 1)
+    val, train = perm[:n_val], perm[n_val:]
+
+    def pairs(idx: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([natural[idx], adversarial[idx]])
+        y = torch.cat([torch.zeros(len(idx)), torch.ones(len(idx))]).long()
+        return x, y
+
+    x_tr, y_tr = pairs(train)
+    x_val, y_val = pairs(val)
+    return x_tr, y_tr, x_val, y_val

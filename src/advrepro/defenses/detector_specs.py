@@ -47,7 +47,8 @@ class Gong:
         net_cfg = self.net or {**to_container(bench.cfg.model), "num_classes": 2}
         net = bench.train(
             "gong-detector", net_cfg, recipe_from(self.recipe), _binary_data(bench),
-            {"detector": "gong", "adversarial_data": detector_data_key(bench)},
+            {"detector": "gong", "adversarial_data": detector_data_key(bench),
+             "split": "by source image"},
         )
         return BinaryDetector(net).eval()
 
@@ -72,7 +73,8 @@ class Metzen:
             {"detector": "metzen", "widths": list(widths),
              "classifier": classifier.cache_meta["key"]},
             recipe_from(self.recipe), _binary_data(bench),
-            {"detector": "metzen", "adversarial_data": detector_data_key(bench)},
+            {"detector": "metzen", "adversarial_data": detector_data_key(bench),
+             "split": "by source image"},
             build_model=lambda: MetzenDetectorNet(classifier, widths),
         )
         return BinaryDetector(net).eval()
