@@ -37,7 +37,16 @@ def _overrides(tmp: Path, extra: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory) -> dict[str, float]:
-    tmp = tmp_path_factory.mktemp("regression")
+    # one thread: the same floating-point summation order as when the golden file was written
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _measure(tmp_path_factory.mktemp("regression"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(tmp: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for bits in (1, 8):
         s = run_cell(compose_cfg("attack", _overrides(
@@ -63,12 +72,13 @@ def measured(tmp_path_factory) -> dict[str, float]:
 
 
 def _tolerance(key: str) -> tuple[float, float]:
-    """(absolute, relative) tolerance: a few images decide each rate, so rates get 0.25."""
+    """(absolute, relative) tolerance: three or four CIFAR images decide each rate, so a rate
+    may move by one image (0.34)."""
     if key.endswith("accuracy"):
         return 0.05, 0.0
     if key.endswith("mean_l2"):
         return 0.05, 0.3
-    return 0.25, 0.0
+    return 0.34, 0.0
 
 
 def test_ci_scale_numbers_match_the_golden_values(measured):

@@ -69,3 +69,23 @@ def test_killed_sweep_recomputes_no_finished_cell(tmp_path):
     for name, mtime in done.items():
         assert after[name] == mtime, f"finished cell {name} was recomputed"
     assert json.loads((runs / first["cell"] / "summary.json").read_text()) == first
+
+
+@pytest.mark.parametrize("threat", ["zero", "limited"])
+def test_threat_models_run_end_to_end(threat, tmp_path):
+    """zero: the unsecured classifier is attacked; limited: the attacker's copy (one half of the
+    training set) is attacked and the defender's copy (the other half) evaluated."""
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, FAST + [
+        f"threat={threat}", "defense=bit_depth", "defense.bits=1", "n_images=6"]))
+    summary = run_cell(cfg)
+    assert summary["threat"] == threat
+    models = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
+    if threat == "limited":
+        assert any("-attacker-" in m for m in models)
+        assert any("-defender-" in m for m in models)
+    else:
+        assert summary["system_attacked"] == "undefended"
+        assert summary["system_evaluated"] == "bit_depth_1"
+    records = cell_store(cfg)[0].records()
+    # what counts as fooling the defense is judged on the evaluated (defender's) system
+    assert (records["fooled_defense"] <= records["success"]).all()
