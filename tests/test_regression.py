@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SHARED_DATA, compose_cfg, shared_data_available
 from hydra.utils import instantiate
 
