@@ -39,19 +39,19 @@ train-cifar10:
 # he2017 (primary paper) ---------------------------------------------------------------------
 reproduce-table-1:
 	$(ATTACK) experiment=he2017/table1
-	$(TABLE) table=he2017/table1 command="make reproduce-table-1 SCALE=$(SCALE)"
+	$(TABLE) table=he2017/table1 'command="make reproduce-table-1 SCALE=$(SCALE)"'
 
 reproduce-table-2:
 	$(ATTACK) experiment=he2017/table2
-	$(TABLE) table=he2017/table2 command="make reproduce-table-2 SCALE=$(SCALE)"
+	$(TABLE) table=he2017/table2 'command="make reproduce-table-2 SCALE=$(SCALE)"'
 
 reproduce-table-3:
 	$(ATTACK) experiment=he2017/table3
-	$(TABLE) table=he2017/table3 command="make reproduce-table-3 SCALE=$(SCALE)"
+	$(TABLE) table=he2017/table3 'command="make reproduce-table-3 SCALE=$(SCALE)"'
 
 reproduce-table-4:
 	$(ATTACK) experiment=he2017/table4
-	$(TABLE) table=he2017/table4 command="make reproduce-table-4 SCALE=$(SCALE)"
+	$(TABLE) table=he2017/table4 'command="make reproduce-table-4 SCALE=$(SCALE)"'
 
 reproduce-he2017-squeezing reproduce-he2017-specialists:
 	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2

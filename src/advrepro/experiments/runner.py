@@ -29,6 +29,7 @@ from advrepro.defenses.system import DefendedSystem, batched
 from advrepro.errors import require_choice
 from advrepro.experiments.store import CellStore, config_hash
 from advrepro.experiments.workbench import Workbench, to_container
+from advrepro.report.tables import current_commit
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
         attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
         classifier=classifier.cache_meta.get("key"),
         classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
-        device=str(bench.device),
+        device=str(bench.device), commit=current_commit(),
     )
     tensors = {"index": idx, "original": x.cpu(), "adversarial": adv.cpu(),
                "success": result.success.cpu()}

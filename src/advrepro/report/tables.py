@@ -29,7 +29,7 @@ from advrepro.report.figures import (
 from advrepro.report.paper_values import citation, paper_value
 
 
-def _commit() -> str:
+def current_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5)
@@ -86,7 +86,7 @@ class TableContext:
             "",
             f"Paper values: {citation(paper, citation_of or table) or 'see notes'}.",
             f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
-            f"at commit `{_commit()}`" + (f" by `{self.command}`." if self.command else "."),
+            f"at commit `{current_commit()}`" + (f" by `{self.command}`." if self.command else "."),
             "",
         ]
         body = to_markdown(frame)
