@@ -91,7 +91,7 @@ class TableContext:
         ]
         body = to_markdown(frame)
         tail = ["", notes.strip(), ""] if notes.strip() else [""]
-        atomic_write_text(out / f"{table}.md", "\n".join(header) + body + "\n" + extra_md
+        atomic_write_text(out / f"{table}.md", "\n".join(header) + "\n" + body + "\n" + extra_md
                           + "\n".join(tail))
         return csv_path
 
