@@ -33,7 +33,8 @@ def current_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!outputs"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("+uncommitted" if dirty else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
