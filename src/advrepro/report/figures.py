@@ -48,12 +48,13 @@ def transfer_heatmaps(ours: pd.DataFrame, paper: pd.DataFrame, title: str, path:
         ax.set_yticks(range(m.shape[0]), m.index)
         ax.set_xlabel("source defense")
         ax.set_ylabel("target defense")
-        ax.set_title(f"{title} ({name})")
+        ax.set_title(name)
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 v = float(m.values[i, j])
                 ax.text(j, i, "n/a" if v != v else f"{v:.0%}", ha="center", va="center",
                         color="w" if v < 0.6 else "k")
+    fig.suptitle(title, fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8)
     _save(fig, path)
 
