@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     print(
         f"{meta['name']} ({meta['key']}): test accuracy {meta['val_accuracy']:.4f} on "
         f"{meta['val_size']} images; trained in {meta['train_seconds_this_run']} s; "
-        f"this request took {time.time() - start:.1f} s"
+        f"this request took {time.time() - start:.2f} s"
     )
 
 

@@ -89,3 +89,15 @@ def test_threat_models_run_end_to_end(threat, tmp_path):
     records = cell_store(cfg)[0].records()
     # what counts as fooling the defense is judged on the evaluated (defender's) system
     assert (records["fooled_defense"] <= records["success"]).all()
+
+
+def test_grosse_secured_classifier_is_trained_and_attacked(tmp_path):
+    """cw2017 §3.1: an (N+1)-class network; adaptive C&W must avoid the extra class."""
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, FAST + [
+        "defense=grosse", "scale.detector_train_images=64", "targeted=true"]))
+    summary = run_cell(cfg)
+    records = cell_store(cfg)[0].records()
+    assert summary["system_evaluated"] == "grosse"
+    ok = records[records["fooled_defense"].astype(bool)]
+    assert (ok["predicted_defended"] == ok["target"]).all()
+    assert (ok["score_grosse"] <= 0).all()  # accepted: the adversarial class does not win

@@ -112,12 +112,15 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
         "const": result.const.tolist() if len(result.const) else [float("nan")] * len(y),
         "restart": result.restart.tolist() if len(result.restart) else [0] * len(y),
     }
-    scorers = dict(evaluated.detectors) if hasattr(evaluated, "detectors") else {}
+    # every detector of the evaluated system, plus the evaluation panel's
+    for prefix, images in (("score_", adv), ("clean_score_", x)):
+        for name, values in _system_scores(evaluated, images).items():
+            records[f"{prefix}{name}"] = values.tolist()
     for name in cfg.get("panel") or []:
-        scorers.setdefault(name, build_detector(bench, name))
-    for name, detector in scorers.items():
-        records[f"score_{name}"] = batched(detector, adv).tolist()
-        records[f"clean_score_{name}"] = batched(detector, x).tolist()
+        if f"score_{name}" not in records:
+            detector = build_detector(bench, name)
+            records[f"score_{name}"] = batched(detector, adv).tolist()
+            records[f"clean_score_{name}"] = batched(detector, x).tolist()
     squeezer = getattr(evaluated, "squeezer", None)
     if isinstance(squeezer, BitDepthReduction):
         # he2017 Table 4 "L2 bound": distance from each original to its own rounded version.
@@ -141,6 +144,16 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     store.write(frame, tensors, summary, OmegaConf.to_yaml(cfg, resolve=True))
     log.info("cell %s: %s", store.directory.name, summary)
     return summary
+
+
+def _system_scores(system: DefendedSystem, images: torch.Tensor,
+                   batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """The system's detector logits on ``images``, computed in batches without gradients."""
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            parts.append(system.detector_scores(images[i:i + batch_size]))
+    return {k: torch.cat([p[k] for p in parts]).cpu() for k in (parts[0] if parts else {})}
 
 
 def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
