@@ -11,50 +11,58 @@ TABLE = $(PYTHON) scripts/table.py scale=$(SCALE)
         train-mnist train-cifar10
 
 # Installs the package and everything it needs (torch 2.14.1 / torchvision 0.29.1 included).
-install:
+# Every target that runs code depends on the stamp, so a fresh clone installs on first use.
+STAMP := .make-installed
+
+$(STAMP): pyproject.toml
 	$(PYTHON) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PYTHON) -m pip install -e ".[dev]"
+	touch $@
+
+install:
+	rm -f $(STAMP)
+	$(MAKE) $(STAMP)
 
 # Unit tests on the shipped MNIST subset plus the CI-scale golden regression on the real data
 # (ADVREPRO_DATA, default ../shared/data; skipped with a reason where it is absent).
-test:
+test: $(STAMP)
 	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=10
 
 # Small-subset regression: CI-scale Table 1 and Table 3 cells, tables written under outputs/ci/.
-smoke:
+smoke: $(STAMP)
 	$(PYTHON) scripts/attack.py -m scale=ci experiment=he2017/table1 defense.bits=1,8
 	$(PYTHON) scripts/table.py scale=ci table=he2017/table1
 	$(PYTHON) scripts/attack.py -m scale=ci experiment=he2017/table3
 	$(PYTHON) scripts/table.py scale=ci table=he2017/table3
 
-lint:
+lint: $(STAMP)
 	$(PYTHON) -m ruff check src scripts tests
 
-train-mnist:
+train-mnist: $(STAMP)
 	$(PYTHON) scripts/train.py scale=$(SCALE) dataset=mnist model=cw_mnist train=mnist
 
-train-cifar10:
+train-cifar10: $(STAMP)
 	$(PYTHON) scripts/train.py scale=$(SCALE) dataset=cifar10 model=metzen_resnet_cpu train=cifar10
 
 # he2017 (primary paper) ---------------------------------------------------------------------
-reproduce-table-1:
+reproduce-table-1: $(STAMP)
 	$(ATTACK) experiment=he2017/table1
 	$(TABLE) table=he2017/table1 'command="make reproduce-table-1 SCALE=$(SCALE)"'
 
-reproduce-table-2:
+reproduce-table-2: $(STAMP)
 	$(ATTACK) experiment=he2017/table2
 	$(TABLE) table=he2017/table2 'command="make reproduce-table-2 SCALE=$(SCALE)"'
 
-reproduce-table-3:
+reproduce-table-3: $(STAMP)
 	$(ATTACK) experiment=he2017/table3
 	$(TABLE) table=he2017/table3 'command="make reproduce-table-3 SCALE=$(SCALE)"'
 
-reproduce-table-4:
+reproduce-table-4: $(STAMP)
 	$(ATTACK) experiment=he2017/table4
 	$(TABLE) table=he2017/table4 'command="make reproduce-table-4 SCALE=$(SCALE)"'
 
 # he2017 §3.1-3.2 beyond Tables 1-2: the combined detector on MNIST, and CIFAR-10 squeezing.
-reproduce-he2017-squeezing:
+reproduce-he2017-squeezing: $(STAMP)
 	$(ATTACK) experiment=he2017/squeezing_mnist
 	$(TABLE) table=he2017/squeezing_mnist 'command="make reproduce-he2017-squeezing SCALE=$(SCALE)"'
 	$(ATTACK) experiment=he2017/squeezing_cifar
