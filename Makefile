@@ -5,8 +5,7 @@ SCALE ?= paper
 ATTACK = $(PYTHON) scripts/attack.py -m scale=$(SCALE) $(ATTACK_EXTRA)
 TABLE = $(PYTHON) scripts/table.py scale=$(SCALE)
 
-.PHONY: install test smoke lint reproduce-all reproduce-table-1 reproduce-table-2 \
-        reproduce-table-3 reproduce-table-4 reproduce-he2017-squeezing \
+.PHONY: install test smoke lint reproduce-all reproduce-he2017-squeezing \
         reproduce-he2017-specialists reproduce-cw2017 reproduce-tramer2017 reproduce-adam2018 \
         train-mnist train-cifar10
 
@@ -45,21 +44,12 @@ train-cifar10: $(STAMP)
 	$(PYTHON) scripts/train.py scale=$(SCALE) dataset=cifar10 model=metzen_resnet_cpu train=cifar10
 
 # he2017 (primary paper) ---------------------------------------------------------------------
-reproduce-table-1: $(STAMP)
-	$(ATTACK) experiment=he2017/table1
-	$(TABLE) table=he2017/table1 'command="make reproduce-table-1 SCALE=$(SCALE)"'
-
-reproduce-table-2: $(STAMP)
-	$(ATTACK) experiment=he2017/table2
-	$(TABLE) table=he2017/table2 'command="make reproduce-table-2 SCALE=$(SCALE)"'
-
-reproduce-table-3: $(STAMP)
-	$(ATTACK) experiment=he2017/table3
-	$(TABLE) table=he2017/table3 'command="make reproduce-table-3 SCALE=$(SCALE)"'
-
-reproduce-table-4: $(STAMP)
-	$(ATTACK) experiment=he2017/table4
-	$(TABLE) table=he2017/table4 'command="make reproduce-table-4 SCALE=$(SCALE)"'
+# reproduce-table-1 ... reproduce-table-4: the sweep of conf/experiment/he2017/tableN.yaml, then
+# the table of conf/table/he2017/tableN.yaml.
+reproduce-table-%: $(STAMP)
+	@test -f conf/experiment/he2017/table$*.yaml || { echo "he2017 has no table $*" >&2; exit 2; }
+	$(ATTACK) experiment=he2017/table$*
+	$(TABLE) table=he2017/table$* 'command="make reproduce-table-$* SCALE=$(SCALE)"'
 
 # he2017 §3.1-3.2 beyond Tables 1-2: the combined detector on MNIST, and CIFAR-10 squeezing.
 reproduce-he2017-squeezing: $(STAMP)
