@@ -6,7 +6,7 @@ ATTACK = $(PYTHON) scripts/attack.py -m scale=$(SCALE) $(ATTACK_EXTRA)
 TABLE = $(PYTHON) scripts/table.py scale=$(SCALE)
 
 .PHONY: install test smoke lint reproduce-all reproduce-he2017-squeezing \
-        reproduce-he2017-specialists reproduce-cw2017 reproduce-tramer2017 reproduce-adam2018 \
+        reproduce-he2017-specialists reproduce-attack-engine reproduce-cw2017 reproduce-tramer2017 reproduce-adam2018 \
         train-mnist train-cifar10
 
 # Installs the package and everything it needs (torch 2.14.1 / torchvision 0.29.1 included).
@@ -58,12 +58,24 @@ reproduce-he2017-squeezing: $(STAMP)
 	$(ATTACK) experiment=he2017/squeezing_cifar
 	$(TABLE) table=he2017/squeezing_cifar 'command="make reproduce-he2017-squeezing SCALE=$(SCALE)"'
 
-reproduce-he2017-specialists:
-	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2
+# he2017 §4: the adaptive attack and zero-knowledge C&W on the specialists+1 ensemble, the
+# undefended generalist (targeted and untargeted) and zero-knowledge FGSM, then the table.
+reproduce-he2017-specialists: $(STAMP)
+	$(ATTACK) experiment=he2017/specialists
+	$(ATTACK) experiment=he2017/specialists defense=none threat=perfect targeted=true,false
+	$(ATTACK) experiment=he2017/specialists threat=zero attack=fgsm targeted=false
+	$(TABLE) table=he2017/specialists 'command="make reproduce-he2017-specialists SCALE=$(SCALE)"'
+
+# The attack engine's reference numbers: C&W on the undefended MNIST (untargeted, targeted) and
+# CIFAR-10 classifiers (he2017 Table 1 8-bit row, cw2017 §3.1, he2017 §3.1.1).
+reproduce-attack-engine: $(STAMP)
+	$(ATTACK) experiment=attack_engine/undefended_mnist
+	$(ATTACK) experiment=attack_engine/undefended_cifar
+	$(TABLE) table=attack_engine/undefended 'command="make reproduce-attack-engine SCALE=$(SCALE)"'
 
 # Other papers ---------------------------------------------------------------------------------
 reproduce-cw2017 reproduce-tramer2017 reproduce-adam2018:
 	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2
 
 reproduce-all: reproduce-table-1 reproduce-table-2 reproduce-table-3 reproduce-table-4 \
-               reproduce-he2017-squeezing
+               reproduce-he2017-squeezing reproduce-he2017-specialists reproduce-attack-engine

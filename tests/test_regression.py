@@ -1,7 +1,7 @@
 """CI-scale regression against stored golden values (our own earlier measurements).
 
-Runs the small version of he2017 Table 1 (bits 1 and 8, MNIST) and of Table 3 (the detector
-pipeline on CIFAR-10) on the real datasets and compares success rates, distortions, detector
+Runs the small version of he2017 Table 1 (bits 1 and 8, MNIST), of §4 (the specialists+1
+ensemble, MNIST) and of Table 3 (the detector pipeline on CIFAR-10) on the real datasets and compares success rates, distortions, detector
 rates and the transfer matrix with ``golden/ci_scale.json`` within tolerances. Needs the
 datasets (ADVREPRO_DATA, default ../shared/data); regenerate the golden file after an intended
 change with ``ADVREPRO_WRITE_GOLDEN=1 pytest tests/test_regression.py``.
@@ -62,7 +62,15 @@ def _measure(tmp: Path) -> dict[str, float]:
         out[f"table3/{defense}/success_rate"] = s["fooled_defense_rate"]
         out[f"table3/{defense}/mean_l2"] = s["mean_l2_fooled"]
         out["cifar10/classifier_accuracy"] = s["classifier_accuracy"]
+    s = run_cell(compose_cfg("attack", _overrides(
+        tmp, ["experiment=he2017/specialists", "threat=perfect"])))
+    out["specialists/success_rate"] = s["success_rate"]
+    out["specialists/mean_l2"] = s["mean_l2"]
+    out["specialists/clean_accuracy"] = s["system"]["clean"]["accuracy"]
     ctx = TableContext(f"{tmp}/ci/runs", f"{tmp}/ci/tables", f"{tmp}/ci/figures", "ci")
+    specialists = instantiate(compose_cfg("table", ["table=he2017/specialists"]).table,
+                              _convert_="all").build(ctx)
+    assert specialists.loc[0, "ours"] == s["success_rate"]
     table_cfg = compose_cfg("table", ["table=he2017/table3", f"paths.output_dir={tmp}"])
     matrix = instantiate(table_cfg.table, _convert_="all").build(ctx)
     for _, r in matrix.iterrows():
@@ -105,6 +113,7 @@ def test_ci_scale_sanity(measured):
     """Properties that hold whatever the golden file says."""
     assert measured["mnist/classifier_accuracy"] > 0.9
     assert measured["table1/bits8/success_rate"] == 1.0
+    assert measured["specialists/clean_accuracy"] > 0.8
     for target in ("gong", "metzen", "kde"):
         rate = measured[f"table3/transfer/{target}<-{target}"]
         assert math.isnan(rate) or rate == 1.0  # adaptive examples evade their own detector

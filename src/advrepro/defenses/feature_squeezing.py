@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from advrepro.attacks.objectives import Objective, is_fooled, margin_loss
 from advrepro.defenses.squeezers import BitDepthReduction, MedianFilter
-from advrepro.defenses.system import DefendedSystem
+from advrepro.defenses.system import DefendedSystem, batched
 
 
 class FeatureSqueezingDetector(DefendedSystem):
@@ -36,6 +36,12 @@ class FeatureSqueezingDetector(DefendedSystem):
 
     def detector_scores(self, x: Tensor) -> dict[str, Tensor]:
         return {"feature_squeezing": self.l1_score(x) - self.threshold}
+
+    def extra_records(self, original: Tensor, adversarial: Tensor, true_labels: Tensor,
+                      targets: Tensor | None) -> dict[str, Tensor]:
+        """The L1 score of every adversarial example and of its original (he2017 §3.2)."""
+        return {"l1_score": batched(self.l1_score, adversarial),
+                "clean_l1_score": batched(self.l1_score, original)}
 
     def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
         """he2017 §3.2: gradients from the original and the median-filtered branch, equally; the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from advrepro.attacks.objectives import ClassifierObjective, Objective
+from advrepro.defenses.squeezers import BitDepthReduction
 from advrepro.defenses.system import DefendedSystem
 
 
@@ -26,6 +27,13 @@ class SqueezedClassifier(DefendedSystem):
 
     def logits(self, x: Tensor) -> Tensor:
         return self.classifier(self.squeezer(x))
+
+    def extra_records(self, original: Tensor, adversarial: Tensor, true_labels: Tensor,
+                      targets: Tensor | None) -> dict[str, Tensor]:
+        """he2017 Table 4 "L2 bound": distance from each original to its own rounded version."""
+        if not isinstance(self.squeezer, BitDepthReduction):
+            return {}
+        return {"l2_bound": (self.squeezer(original) - original).flatten(1).norm(dim=1)}
 
     def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
         if self.differentiable:

@@ -49,6 +49,15 @@ class DefendedSystem(nn.Module):
             labels = torch.where(flagged, torch.full_like(labels, REJECTED), labels)
         return labels
 
+    def extra_records(self, original: Tensor, adversarial: Tensor, true_labels: Tensor,
+                      targets: Tensor | None) -> dict[str, Tensor]:
+        """Per-example values this defense's paper reports beside L2 (none by default)."""
+        return {}
+
+    def describe(self) -> dict:
+        """What was built for this system (e.g. data-derived class sets), kept in the summary."""
+        return {}
+
     def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
         """The adaptive attack's objective; by default C&W's margin on the exact logits."""
         exact = None if self.surrogate_is_exact else self.predict

@@ -23,8 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from advrepro.attacks.objectives import is_fooled
 from advrepro.data.sampling import random_targets, sample_correctly_classified
 from advrepro.defenses.builders import NoDefense, build_detector
-from advrepro.defenses.feature_squeezing import FeatureSqueezingDetector
-from advrepro.defenses.squeezers import BitDepthReduction
 from advrepro.defenses.system import DefendedSystem, batched
 from advrepro.errors import require_choice
 from advrepro.experiments.store import CellStore, config_hash
@@ -41,7 +39,7 @@ def cell_identity(cfg: DictConfig) -> tuple[str, str]:
     """(cell directory name, config hash) of ``cfg`` without training or loading anything."""
     defense = instantiate(cfg.defense, _convert_="all")
     name = defense.cell_name() if hasattr(defense, "cell_name") else defense.name
-    name = f"{name}__{cfg.threat.name}__{attack_name(cfg)}"
+    name = f"{name}__{cfg.threat.name}__{attack_name(cfg)}" + ("__targeted" if cfg.targeted else "")
     resolved = {k: v for k, v in to_container(cfg).items() if k not in _RUNTIME_KEYS}
     return name, config_hash(resolved)
 
@@ -121,13 +119,9 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
             detector = build_detector(bench, name)
             records[f"score_{name}"] = batched(detector, adv).tolist()
             records[f"clean_score_{name}"] = batched(detector, x).tolist()
-    squeezer = getattr(evaluated, "squeezer", None)
-    if isinstance(squeezer, BitDepthReduction):
-        # he2017 Table 4 "L2 bound": distance from each original to its own rounded version.
-        records["l2_bound"] = (squeezer(x) - x).flatten(1).norm(dim=1).tolist()
-    if isinstance(evaluated, FeatureSqueezingDetector):
-        records["l1_score"] = batched(evaluated.l1_score, adv).tolist()
-        records["clean_l1_score"] = batched(evaluated.l1_score, x).tolist()
+    with torch.no_grad():
+        extra = evaluated.extra_records(x, adv, y, labels if targeted else None)
+    records.update({k: v.tolist() for k, v in extra.items()})
     frame = pd.DataFrame(records)
     summary = summarize(frame, targeted)
     summary.update(
@@ -137,7 +131,7 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
         attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
         classifier=classifier.cache_meta.get("key"),
         classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
-        device=str(bench.device), commit=current_commit(),
+        device=str(bench.device), commit=current_commit(), system=evaluated.describe(),
     )
     tensors = {"index": idx, "original": x.cpu(), "adversarial": adv.cpu(),
                "success": result.success.cpu()}

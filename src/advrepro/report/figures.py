@@ -91,3 +91,19 @@ def roc_plot(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], title: str, p
     ax.set_title(title, fontsize=9)
     ax.legend()
     _save(fig, path)
+
+
+def confidence_histogram(series: dict[str, list[float]], voters: int, threshold: float,
+                         title: str, path: Path) -> None:
+    """Distribution of an ensemble's confidence (share of ``voters`` votes for the winner)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    bins = [(i - 0.5) / voters for i in range(voters + 2)]
+    for name, values in series.items():
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})",
+                density=True)
+    ax.axvline(threshold, linestyle=":", color="grey", label="rejection threshold")
+    ax.set_xlabel("ensemble confidence")
+    ax.set_ylabel("density")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    _save(fig, path)

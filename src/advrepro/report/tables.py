@@ -118,7 +118,7 @@ class SweepTable:
 
     paper: str
     table: str
-    experiment: str
+    experiment: str | list[str]
     title: str
     metrics: list[str]
     row_label: str = "{name}"
@@ -128,14 +128,18 @@ class SweepTable:
     plot_metric: str = "mean_l2"
     output: str | None = None  # file name when several outputs share one paper table
     def label(self, summary: dict[str, Any]) -> str | None:
-        """The row of a cell; None for a cell of the experiment this table does not show."""
+        """The row of a cell; None for a cell of the experiment this table does not show.
+        A ``row_names`` key is a prefix of the cell name or of "<experiment>/<cell>"."""
         if self.row_names:
+            qualified = f"{summary.get('experiment', '')}/{summary['cell']}"
             return next((name for prefix, name in self.row_names.items()
-                         if summary["cell"].startswith(prefix)), None)
+                         if summary["cell"].startswith(prefix)
+                         or qualified.startswith(prefix)), None)
         return self.row_label.format(**summary.get("defense", {}))
 
     def build(self, ctx: TableContext) -> pd.DataFrame:
-        cells = ctx.cells(self.experiment)
+        experiments = [self.experiment] if isinstance(self.experiment, str) else self.experiment
+        cells = [c for e in experiments for c in ctx.cells(e)]
         rows = []
         for cell in cells:
             s = cell.summary()
