@@ -102,12 +102,24 @@ def with_detector_class(logits: Tensor, detector_logit: Tensor) -> Tensor:
     return torch.cat([logits, ((detector_logit + 1) * top)[:, None]], dim=1)
 
 
-def summed_over_samples(objectives: list[Objective]) -> Objective:
+def summed_over_samples(
+    objectives: list[Objective],
+    exact: Callable[[Tensor], Tensor] | None = None,
+    targeted: bool = False,
+) -> Objective:
     """Expectation over randomness (cw2017 §6.1): the loss summed over K fixed samples of the
-    model; a candidate succeeds only if it fools every sample."""
+    model. A candidate succeeds when it fools every sample, or, given the ``exact`` system's
+    predictor, when it fools that (checked once per step, not once per sample) and, with a
+    confidence margin kappa > 0, every sample reaches it."""
 
     def objective(x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         losses, successes = zip(*(o(x_adv, labels) for o in objectives), strict=False)
-        return torch.stack(losses).sum(0), torch.stack(successes).all(0)
+        if exact is None:
+            return torch.stack(losses).sum(0), torch.stack(successes).all(0)
+        with torch.no_grad():
+            success = is_fooled(exact(x_adv.detach()), labels, targeted)
+            if any(getattr(o, "kappa", 0.0) > 0 for o in objectives):
+                success &= torch.stack(successes).all(0)  # high confidence on every sample
+        return torch.stack(losses).sum(0), success
 
     return objective

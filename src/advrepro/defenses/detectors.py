@@ -201,8 +201,8 @@ class DetectorDefense(DefendedSystem):
             from advrepro.defenses.randomness import FixedDropoutSample
 
             samples = [ClassifierObjective(FixedDropoutSample(self.classifier, seed=k),
-                                           targeted, kappa, exact=self.predict)
+                                           targeted, kappa)
                        for k in range(self.attack_dropout_samples)]
-            return summed_over_samples(samples)
+            return summed_over_samples(samples, exact=self.predict, targeted=targeted)
         return ClassifierObjective(self.g_logits, targeted, kappa, exact=self.predict,
                                    reject_class=-1)

@@ -256,3 +256,35 @@ class TransferTable:
         transfer_heatmaps(ours, paper, self.title, ctx.figure_path(self.paper, self.table))
         ctx.example_figures(self.paper, self.table, list(cells.values()))
         return frame
+
+
+@dataclass
+class CellTable:
+    """Single numbers of a paper, each read from one cell of ``experiment`` (cw2017's results
+    are spread over its prose rather than tables). Each row: ``label``, ``cell`` (a prefix of
+    the cell name), ``metric`` (a summary key) and ``paper`` ([table, row, column] of
+    paper_values.csv, or omitted when the paper gives no number)."""
+
+    paper: str
+    table: str
+    experiment: str
+    title: str
+    rows: list[dict[str, Any]]
+    notes: str = ""
+
+    def build(self, ctx: TableContext) -> pd.DataFrame:
+        summaries = [c.summary() for c in ctx.cells(self.experiment)]
+        out = []
+        for spec in self.rows:
+            hit = next((s for s in summaries if s["cell"].startswith(spec["cell"])), None)
+            ours = float(hit.get(spec["metric"], float("nan"))) if hit else float("nan")
+            ref = spec.get("paper")
+            paper = paper_value(self.paper, *ref) if ref else float("nan")
+            out.append({"result": spec["label"], "paper": paper, "ours": ours,
+                        "delta": ours - paper, "n_images": hit["n_images"] if hit else 0,
+                        "attack_seconds": hit.get("attack_seconds") if hit else None,
+                        "cell": hit["cell"] if hit else "(not run)"})
+        frame = pd.DataFrame(out)
+        ctx.write(self.paper, self.table, frame, self.title, self.notes,
+                  citation_of=self.rows[0]["paper"][0] if self.rows[0].get("paper") else None)
+        return frame
