@@ -100,12 +100,16 @@ class TableContext:
         return Path(self.figures_dir) / paper / f"{name}.png"
 
     def example_figures(self, paper: str, table: str, cells: list[CellStore]) -> None:
+        names = [c.directory.name for c in cells]
         for cell in cells:
+            name = cell.directory.name
+            if names.count(name) > 1:  # same cell name in several experiments
+                name = f"{cell.directory.parent.name}_{name}"
             t = cell.tensors()
             d = (t["adversarial"] - t["original"]).flatten(1).norm(dim=1)
             l2 = torch.where(t["success"], d, torch.full_like(d, float("inf")))
-            example_grid(t["original"], t["adversarial"], l2, cell.directory.name,
-                         self.figure_path(paper, f"{table}_examples_{cell.directory.name}"))
+            example_grid(t["original"], t["adversarial"], l2, name,
+                         self.figure_path(paper, f"{table}_examples_{name}"))
 
 
 @dataclass
