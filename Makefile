@@ -74,12 +74,14 @@ reproduce-attack-engine: $(STAMP)
 	$(TABLE) table=attack_engine/undefended 'command="make reproduce-attack-engine SCALE=$(SCALE)"'
 
 # Other papers ---------------------------------------------------------------------------------
-# cw2017 on MNIST: Grosse, Gong, KDE and dropout under zero and perfect knowledge, plus the
-# unsecured baseline. (CIFAR-10's Metzen / KDE / Gong numbers come with reproduce-table-3.)
+# cw2017 on MNIST: Grosse, Gong, KDE and dropout under zero and perfect knowledge, the
+# unsecured baseline, and limited-knowledge transfer between classifiers trained on halves. (CIFAR-10's Metzen / KDE / Gong numbers come with reproduce-table-3.)
 reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist defense=none threat=perfect
 	$(ATTACK) experiment=cw2017/mnist
 	$(TABLE) table=cw2017/mnist 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
+	$(ATTACK) experiment=cw2017/mnist_limited
+	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 
 reproduce-tramer2017 reproduce-adam2018:
 	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2

@@ -45,10 +45,14 @@ def cell_identity(cfg: DictConfig) -> tuple[str, str]:
 
 
 def attack_name(cfg: DictConfig) -> str:
-    """Short name of the configured attack: its class, plus its parameterization if any."""
+    """Short name of the configured attack: its class, plus its parameterization and its
+    confidence margin kappa when they are set."""
     name = cfg.attack._target_.rsplit(".", 1)[-1]
     param = cfg.attack.get("parameterization")
-    return f"{name}-{param._target_.rsplit('.', 1)[-1]}" if param else name
+    if param:
+        name = f"{name}-{param._target_.rsplit('.', 1)[-1]}"
+    kappa = float(cfg.attack.get("confidence") or 0.0)
+    return f"{name}-kappa{kappa:g}" if kappa > 0 else name
 
 
 def cell_store(cfg: DictConfig) -> tuple[CellStore, str]:
