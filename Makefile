@@ -80,6 +80,8 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist defense=none threat=perfect
 	$(ATTACK) experiment=cw2017/mnist
 	$(TABLE) table=cw2017/mnist 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
+	$(ATTACK) experiment=cw2017/mnist_rounded
+	$(TABLE) table=cw2017/mnist_rounded 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 	$(ATTACK) experiment=cw2017/mnist_limited
 	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 

@@ -28,7 +28,7 @@ DETECTOR_ATTACK_CONST = 0.1
 def detector_data_key(bench) -> dict:
     """Identity of the detector training data: the classifier and the attack budget."""
     scale = bench.cfg.scale
-    return {
+    key = {
         "classifier": bench.classifier().cache_meta["key"],
         "n_images": int(scale.detector_train_images),
         "binary_search_steps": int(scale.detector_attack_steps),
@@ -37,6 +37,17 @@ def detector_data_key(bench) -> dict:
         "initial_const": DETECTOR_ATTACK_CONST,
         "seed": bench.seed,
     }
+    if rounded_to_8bit(bench):
+        key["round_to_8bit"] = True
+    return key
+
+
+def rounded_to_8bit(bench) -> bool:
+    """``detector_data.round_to_8bit`` (default false): store the adversarial training examples
+    as 8-bit images. C&W's tanh box never reaches 0 exactly, so unrounded examples differ from
+    every natural MNIST image in the background pixels, and a detector trained on them learns
+    that cue instead of the perturbation (see README, cw2017 on MNIST)."""
+    return bool((bench.cfg.get("detector_data") or {}).get("round_to_8bit", False))
 
 
 def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tensor]:
@@ -61,9 +72,15 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
     naturals, adversarials = [], []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(bench.device)
-        result = attack(objective, xb, targets[i:i + batch_size].to(bench.device))
-        naturals.append(xb[result.success].cpu())
-        adversarials.append(result.adversarial[result.success].cpu())
+        tb = targets[i:i + batch_size].to(bench.device)
+        result = attack(objective, xb, tb)
+        adv, success = result.adversarial, result.success
+        if key.get("round_to_8bit"):
+            adv = (adv * 255).round() / 255
+            with torch.no_grad():
+                success &= classifier(adv).argmax(1) == tb  # rounding may undo an example
+        naturals.append(xb[success].cpu())
+        adversarials.append(adv[success].cpu())
     natural, adversarial = torch.cat(naturals), torch.cat(adversarials)
     atomic_torch_save(path, {"natural": natural, "adversarial": adversarial, "key": key})
     return natural, adversarial

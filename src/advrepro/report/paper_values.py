@@ -23,7 +23,9 @@ def paper_value(paper: str, table: str, row: str, column: str) -> float:
     return float(hit.value.iloc[0]) if len(hit) else float("nan")
 
 
-def citation(paper: str, table: str) -> str:
+def citation(paper: str, table: str | list[str]) -> str:
+    """The sources of the paper's values in ``table`` (or in several tables)."""
     df = paper_values()
-    hit = df[(df.paper == paper) & (df.table == table)]
+    tables = [table] if isinstance(table, str) else table
+    hit = df[(df.paper == paper) & (df.table.isin(tables))]
     return "; ".join(sorted(set(hit.source))) if len(hit) else ""

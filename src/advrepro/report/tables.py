@@ -78,7 +78,7 @@ class TableContext:
         return cells
 
     def write(self, paper: str, table: str, frame: pd.DataFrame, title: str, notes: str,
-              extra_md: str = "", citation_of: str | None = None) -> Path:
+              extra_md: str = "", citation_of: str | list[str] | None = None) -> Path:
         out = Path(self.tables_dir) / paper
         csv_path = out / f"{table}.csv"
         atomic_write_text(csv_path, frame.to_csv(index=False))
@@ -275,6 +275,7 @@ class CellTable:
     title: str
     rows: list[dict[str, Any]]
     notes: str = ""
+    output: str | None = None  # file name when several outputs share one paper table
 
     def build(self, ctx: TableContext) -> pd.DataFrame:
         summaries = [c.summary() for c in ctx.cells(self.experiment)]
@@ -289,6 +290,6 @@ class CellTable:
                         "attack_seconds": hit.get("attack_seconds") if hit else None,
                         "cell": hit["cell"] if hit else "(not run)"})
         frame = pd.DataFrame(out)
-        ctx.write(self.paper, self.table, frame, self.title, self.notes,
-                  citation_of=self.rows[0]["paper"][0] if self.rows[0].get("paper") else None)
+        ctx.write(self.paper, self.output or self.table, frame, self.title, self.notes,
+                  citation_of=sorted({r["paper"][0] for r in self.rows if r.get("paper")}))
         return frame
