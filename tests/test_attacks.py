@@ -110,6 +110,19 @@ def test_cw_targeted_reaches_the_targets(tiny_model, tiny_sample):
     assert torch.equal(pred, target[result.success])
 
 
+def test_cw_high_confidence_examples_reach_the_margin_kappa(tiny_model, tiny_sample):
+    x, y = tiny_sample
+    target = (y + 1) % 10
+    kappa = 5.0
+    attack = CarliniWagnerL2(**{**CW, "binary_search_steps": 6, "max_iterations": 300})
+    result = attack(DefendedSystem(tiny_model).objective(True, kappa), x, target)
+    assert result.success.float().mean() >= 0.9
+    z = tiny_model(result.adversarial[result.success])
+    t = target[result.success]
+    others = z.masked_fill(torch.nn.functional.one_hot(t, 10).bool(), float("-inf")).amax(1)
+    assert (z.gather(1, t[:, None]).squeeze(1) - others >= kappa - 1e-4).all()
+
+
 def test_cw_binary_search_lowers_distortion(tiny_model, tiny_sample):
     x, y = tiny_sample
     obj = DefendedSystem(tiny_model).objective(False)

@@ -2,7 +2,8 @@
 
 Runs the small version of he2017 Table 1 (bits 1 and 8, MNIST), of §4 (the specialists+1
 ensemble, MNIST) and of Table 3 (the detector pipeline on CIFAR-10) on the real datasets and
-compares success rates, distortions, detector rates and the transfer matrix with ``golden/ci_scale.json`` within tolerances. Needs the
+compares success rates, distortions, detector rates and the transfer matrix with
+``golden/ci_scale.json`` within tolerances. Needs the
 datasets (ADVREPRO_DATA, default ../shared/data); regenerate the golden file after an intended
 change with ``ADVREPRO_WRITE_GOLDEN=1 pytest tests/test_regression.py``.
 """

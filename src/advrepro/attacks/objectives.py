@@ -8,6 +8,7 @@ defense are added to it), ``success`` says whether the *exact* system is fooled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -88,7 +89,7 @@ class ClassifierObjective:
             else:
                 success = is_fooled(self.exact(x_adv.detach()), labels, self.targeted)
             if self.kappa > 0:
-                margin = margin_loss(logits, labels, self.targeted, 0.0, self.reject_class)
+                margin = margin_loss(logits, labels, self.targeted, math.inf, self.reject_class)
                 success &= margin <= -self.kappa + 1e-6
         return loss, success
 

@@ -16,6 +16,7 @@ gives the ensemble's highest confidence.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,7 +189,7 @@ class UnanimousTargetObjective:
             with torch.no_grad():
                 ok = z.argmax(1) == t
                 if self.kappa > 0:
-                    ok &= margin_loss(z, t, True, 0.0) <= -self.kappa + 1e-6
+                    ok &= margin_loss(z, t, True, math.inf) <= -self.kappa + 1e-6
                 success[idx] &= ok
         return loss, success
 
