@@ -194,7 +194,8 @@ class DetectorDefense(DefendedSystem):
     def objective(self, targeted: bool, kappa: float = 0.0) -> Objective:
         """C&W on G(x) (the last column is the "adversarial" class); for the dropout detector
         alone, C&W's loss summed over K fixed dropout masks instead (cw2017 §6.1: G(x) fails
-        there). Success is always judged by the exact system."""
+        there); for the kernel density alone, C&W's loss plus the KDE term of cw2017 §5.2.
+        Success is always judged by the exact system."""
         only = list(self.detectors.values())
         if len(only) == 1 and isinstance(only[0], DropoutUncertaintyDetector):
             from advrepro.attacks.objectives import summed_over_samples
@@ -204,5 +205,11 @@ class DetectorDefense(DefendedSystem):
                                            targeted, kappa)
                        for k in range(self.attack_dropout_samples)]
             return summed_over_samples(samples, exact=self.predict, targeted=targeted)
+        if len(only) == 1 and isinstance(only[0], KernelDensityDetector):
+            # cw2017 §5.2: l(x') + max(-log KDE(x') - eps, 0) over the attacker's 100-per-class
+            # references; eps = the detector's own threshold, so the term is 0 when accepted.
+            (kde,) = self.attack_surrogates()
+            return ClassifierObjective(self.classifier, targeted, kappa, exact=self.predict,
+                                       extra_loss=lambda x, labels: kde(x).clamp(min=0))
         return ClassifierObjective(self.g_logits, targeted, kappa, exact=self.predict,
                                    reject_class=-1)
