@@ -7,7 +7,7 @@ import torch
 from advrepro.experiments.store import CellStore
 from advrepro.report.detection import detection_metrics
 from advrepro.report.paper_values import paper_value, paper_values
-from advrepro.report.tables import SweepTable, TableContext, TransferTable
+from advrepro.report.tables import CellTable, SweepTable, TableContext, TransferTable
 
 
 def test_detection_metrics_on_a_known_case():
@@ -68,3 +68,24 @@ def test_transfer_matrix_counts_undetected_source_successes(tmp_path):
     assert rate[("gong", "metzen")] == 0.0 and rate[("metzen", "metzen")] == 1.0
     assert rate[("metzen", "gong")] - 0.43 == pytest.approx(
         frame.set_index(["target", "source"]).loc[("metzen", "gong"), "delta"])
+
+
+def test_tables_build_from_committed_cells_without_their_tensors(tmp_path):
+    """A fresh clone has records and summaries but not adversarial.pt: tables still build."""
+    runs = tmp_path / "runs" / "cw2017" / "mnist"
+    _cell(runs, "grosse__perfect__x", {"fooled_defense_rate": 0.5, "mean_l2_fooled": 2.5,
+                                       "defense": {"name": "grosse"}})
+    (runs / "grosse__perfect__x" / "adversarial.pt").unlink()
+    ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
+    rows = [{"label": "success", "cell": "grosse__perfect", "metric": "fooled_defense_rate",
+             "paper": ["grosse", "secured", "success_rate"]},
+            {"label": "L2", "cell": "grosse__perfect", "metric": "mean_l2_fooled",
+             "paper": ["grosse", "secured", "mean_l2"]},
+            {"label": "not run", "cell": "kde__perfect", "metric": "mean_l2"}]
+    frame = CellTable("cw2017", "mnist", "cw2017/mnist", "T", rows).build(ctx)
+    assert frame["ours"].tolist()[:2] == [0.5, 2.5]
+    assert frame["paper"].tolist()[:2] == [1.0, 2.26]
+    assert math.isnan(frame["ours"].iloc[2]) and frame["cell"].iloc[2] == "(not run)"
+    assert "cw2017 §3.1" in (tmp_path / "t" / "cw2017" / "mnist.md").read_text()
+    sweep = SweepTable("cw2017", "mnist", "cw2017/mnist", "T", ["mean_l2_fooled"]).build(ctx)
+    assert sweep["mean_l2_fooled_ours"].tolist() == [2.5]

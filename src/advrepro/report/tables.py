@@ -6,6 +6,7 @@ Each builder writes ``<tables_dir>/<paper>/<table>.{csv,md}`` and figures under
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from advrepro.report.figures import (
     transfer_heatmaps,
 )
 from advrepro.report.paper_values import citation, paper_value
+
+log = logging.getLogger(__name__)
 
 
 def current_commit() -> str:
@@ -105,6 +108,10 @@ class TableContext:
             name = cell.directory.name
             if names.count(name) > 1:  # same cell name in several experiments
                 name = f"{cell.directory.parent.name}_{name}"
+            if not (cell.directory / "adversarial.pt").is_file():
+                # committed cells keep records and summaries but not the image tensors
+                log.warning("no adversarial.pt in %s; example figure skipped", cell.directory)
+                continue
             t = cell.tensors()
             d = (t["adversarial"] - t["original"]).flatten(1).norm(dim=1)
             l2 = torch.where(t["success"], d, torch.full_like(d, float("inf")))
