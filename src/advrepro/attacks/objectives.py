@@ -41,6 +41,12 @@ def margin_loss(
     return diff.clamp(min=-kappa)
 
 
+def reaches_margin(logits: Tensor, labels: Tensor, targeted: bool, kappa: float,
+                   reject_class: int | None = None) -> Tensor:
+    """Whether the (unclamped) C&W margin reaches -kappa: a high-confidence example."""
+    return margin_loss(logits, labels, targeted, math.inf, reject_class) <= -kappa + 1e-6
+
+
 def is_fooled(predicted: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     """Targeted: predicted == target. Untargeted: predicted != true label and not rejected (-1)."""
     if targeted:
@@ -89,8 +95,8 @@ class ClassifierObjective:
             else:
                 success = is_fooled(self.exact(x_adv.detach()), labels, self.targeted)
             if self.kappa > 0:
-                margin = margin_loss(logits, labels, self.targeted, math.inf, self.reject_class)
-                success &= margin <= -self.kappa + 1e-6
+                success &= reaches_margin(logits, labels, self.targeted, self.kappa,
+                                          self.reject_class)
         return loss, success
 
 

@@ -16,7 +16,6 @@ gives the ensemble's highest confidence.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from advrepro.attacks.gradient import FGSM
-from advrepro.attacks.objectives import Objective, margin_loss
+from advrepro.attacks.objectives import Objective, margin_loss, reaches_margin
 from advrepro.defenses.system import REJECTED, DefendedSystem, batched
 from advrepro.errors import ConfigError
 from advrepro.experiments.workbench import recipe_from, to_container
@@ -189,7 +188,7 @@ class UnanimousTargetObjective:
             with torch.no_grad():
                 ok = z.argmax(1) == t
                 if self.kappa > 0:
-                    ok &= margin_loss(z, t, True, math.inf) <= -self.kappa + 1e-6
+                    ok &= reaches_margin(z, t, True, self.kappa)
                 success[idx] &= ok
         return loss, success
 
