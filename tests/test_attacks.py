@@ -14,10 +14,10 @@ from advrepro.attacks import (
     margin_loss,
 )
 from advrepro.attacks.cw import _BatchedAdam
-from advrepro.attacks.objectives import summed_over_samples
+from advrepro.attacks.objectives import ExpectationObjective
 from advrepro.defenses.detectors import BinaryDetector, DetectorDefense
 from advrepro.defenses.preprocessing import SqueezedClassifier
-from advrepro.defenses.randomness import FixedDropoutSample
+from advrepro.defenses.randomness import DropoutSamples
 from advrepro.defenses.squeezers import BitDepthReduction
 from advrepro.defenses.system import DefendedSystem
 
@@ -174,15 +174,31 @@ def test_g_of_x_examples_evade_every_detector_they_were_built_against(tiny_model
 def test_expectation_over_dropout_samples_fools_every_sample(tiny_model, tiny_sample):
     """cw2017 §6.1: the loss summed over K fixed dropout masks."""
     x, y = tiny_sample
-    samples = [DefendedSystem(FixedDropoutSample(tiny_model, seed=k)) for k in range(3)]
-    masks_differ = not torch.equal(samples[0].logits(x), samples[1].logits(x))
-    assert masks_differ
-    objective = summed_over_samples([s.objective(False) for s in samples])
-    result = CarliniWagnerL2(**CW)(objective, x, y)
-    assert result.success.float().mean() >= 0.8
-    for s in samples:
-        assert (s.logits(result.adversarial[result.success]).argmax(1)
-                != y[result.success]).all()
+    samples = DropoutSamples(tiny_model, seeds=[0, 1, 2])
+    logits = samples(x)
+    assert logits.shape == (3, len(x), 10)
+    assert not torch.equal(logits[0], logits[1])  # different masks
+    result = CarliniWagnerL2(**CW)(ExpectationObjective(samples, targeted=False), x, y)
+    ok = result.success
+    assert ok.float().mean() >= 0.8
+    assert (samples(result.adversarial[ok]).argmax(2) != y[ok]).all()
+
+
+def test_dropout_samples_are_fixed_networks(tiny_model, tiny_sample):
+    """Z_k(x) depends on x and the seed only: not on the batch, the call or the model's mode."""
+    x, _ = tiny_sample
+    samples = DropoutSamples(tiny_model, seeds=[5, 6])
+    batch = samples(x)
+    alone = torch.cat([samples(x[i:i + 1]) for i in range(3)], dim=1)
+    assert torch.allclose(batch[:, :3], alone, atol=1e-5)
+    again = DropoutSamples(tiny_model, seeds=[6])(x[3:7])
+    assert torch.allclose(batch[1, 3:7], again[0], atol=1e-5)
+    assert not torch.allclose(batch[0], tiny_model(x), atol=1e-3)  # masks applied
+    tiny_model.train()
+    try:
+        assert torch.allclose(samples(x), batch, atol=1e-5)  # the layer's own sampling is off
+    finally:
+        tiny_model.eval()
 
 
 def test_gumbel_parameterisation_searches_quantised_images(tiny_model, tiny_sample):

@@ -109,24 +109,36 @@ def with_detector_class(logits: Tensor, detector_logit: Tensor) -> Tensor:
     return torch.cat([logits, ((detector_logit + 1) * top)[:, None]], dim=1)
 
 
-def summed_over_samples(
-    objectives: list[Objective],
-    exact: Callable[[Tensor], Tensor] | None = None,
-    targeted: bool = False,
-) -> Objective:
-    """Expectation over randomness (cw2017 §6.1): the loss summed over K fixed samples of the
-    model. A candidate succeeds when it fools every sample, or, given the ``exact`` system's
-    predictor, when it fools that (checked once per step, not once per sample) and, with a
-    confidence margin kappa > 0, every sample reaches it."""
+class ExpectationObjective:
+    """Expectation over randomness (cw2017 §6.1): C&W's loss summed over K fixed samples of
+    the model, ``samples(x)`` giving their logits as ``K x B x classes`` in one pass.
 
-    def objective(x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        losses, successes = zip(*(o(x_adv, labels) for o in objectives), strict=False)
-        if exact is None:
-            return torch.stack(losses).sum(0), torch.stack(successes).all(0)
+    Without an ``exact`` predictor a candidate succeeds when it fools every sample; with one,
+    when it fools the exact system (checked once per step) and, for a confidence margin
+    kappa > 0, every sample reaches the margin.
+    """
+
+    def __init__(self, samples: LogitsFn, targeted: bool, kappa: float = 0.0,
+                 exact: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.samples = samples
+        self.targeted = targeted
+        self.kappa = kappa
+        self.exact = exact
+
+    def __call__(self, x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.samples(x_adv)
+        k, b = logits.shape[:2]
+        flat, repeated = logits.flatten(0, 1), labels.repeat(k)
+        loss = margin_loss(flat, repeated, self.targeted, self.kappa).view(k, b).sum(0)
         with torch.no_grad():
-            success = is_fooled(exact(x_adv.detach()), labels, targeted)
-            if any(getattr(o, "kappa", 0.0) > 0 for o in objectives):
-                success &= torch.stack(successes).all(0)  # high confidence on every sample
-        return torch.stack(losses).sum(0), success
-
-    return objective
+            every = reaches_margin(flat, repeated, self.targeted, self.kappa).view(k, b).all(0)
+            if self.exact is None:
+                return loss, every
+            if self.kappa <= 0:
+                return loss, is_fooled(self.exact(x_adv.detach()), labels, self.targeted)
+            # high confidence on every sample is required: the exact system only checks those
+            success = every.clone()
+            if every.any():
+                success[every] = is_fooled(self.exact(x_adv.detach()[every]), labels[every],
+                                           self.targeted)
+        return loss, success

@@ -108,14 +108,24 @@ class Detectors:
 
     members: list[str] = field(default_factory=list)
     name: str = "detectors"
+    #: the adaptive attack on dropout uncertainty alone (cw2017 §6.1): K fixed dropout masks
+    #: and the smallest confidence margin kappa it asks of each
+    attack_dropout_samples: int = 10
+    attack_dropout_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.members:
             raise ConfigError("defense.members must name at least one detector")
+        if self.attack_dropout_samples < 1 or self.attack_dropout_margin < 0:
+            raise ConfigError("defense.attack_dropout_samples must be >= 1 and "
+                              "defense.attack_dropout_margin >= 0")
 
     def build(self, bench) -> DefendedSystem:
         detectors = {m: build_detector(bench, m) for m in self.members}
-        return DetectorDefense(bench.classifier(), detectors, self.name)
+        system = DetectorDefense(bench.classifier(), detectors, self.name)
+        system.attack_dropout_samples = self.attack_dropout_samples
+        system.attack_dropout_margin = self.attack_dropout_margin
+        return system
 
 
 def build_detector(bench, name: str) -> nn.Module:

@@ -16,7 +16,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advrepro.attacks.objectives import ClassifierObjective, Objective, with_detector_class
+from advrepro.attacks.objectives import (
+    ClassifierObjective,
+    ExpectationObjective,
+    Objective,
+    with_detector_class,
+)
+from advrepro.defenses.randomness import DropoutSamples
 from advrepro.defenses.system import DefendedSystem
 
 
@@ -83,11 +89,19 @@ class KernelDensityDetector(nn.Module):
         self.register_buffer("reference", reference)
         self.register_buffer("reference_labels", reference_labels)
 
-    def log_density(self, x: Tensor) -> Tensor:
+    def log_density(self, x: Tensor, classes: Tensor | None = None) -> Tensor:
+        """log KDE(x) against the training images of ``classes`` (default: the predicted one).
+
+        An attack targeting class t differentiates the density of t itself, as Carlini &
+        Wagner's attack does: the predicted class changes along the way, and with it which
+        references count, which makes the density of the predicted class discontinuous.
+        """
         h = self.classifier.hidden(x)
-        feats, predicted = h["final_hidden"], h["logits"].argmax(1)
+        feats = h["final_hidden"]
+        if classes is None:
+            classes = h["logits"].argmax(1)
         d2 = torch.cdist(feats, self.reference).pow(2)  # B x M
-        same = self.reference_labels[None, :] == predicted[:, None]
+        same = self.reference_labels[None, :] == classes[:, None]
         logk = (-d2 / (2 * self.sigma**2)).masked_fill(~same, float("-inf"))
         counts = same.sum(1).clamp(min=1)
         return torch.logsumexp(logk, dim=1) - counts.log()
@@ -108,7 +122,16 @@ class KernelDensityDetector(nn.Module):
 
 class DropoutUncertaintyDetector(nn.Module):
     """Feinman et al.'s Bayesian uncertainty (cw2017 §6.1), with ``passes`` = L = 30:
-    U(x) = mean_i ||F_r(x)||^2 - ||mean_i F_r(x)||^2 over dropout-randomised softmax outputs."""
+    U(x) = mean_i ||F_r(x)||^2 - ||mean_i F_r(x)||^2 over dropout-randomised softmax outputs.
+
+    The L dropout draws are fixed networks (:class:`DropoutSamples`) seeded from ``seed`` in a
+    range no attack draws from, so U(x) is a deterministic function of x alone (independent of
+    the batch it is scored in) that an attack's success check cannot win by luck, and the
+    attacker's own samples (seeds 0 ... K-1) are never the defender's.
+    """
+
+    #: first seed of the defender's dropout draws; the attacker's samples use seeds below it
+    seed_offset = 1_000_000
 
     def __init__(self, classifier: nn.Module, passes: int = 30, threshold: float = 0.02,
                  seed: int = 0) -> None:
@@ -116,17 +139,11 @@ class DropoutUncertaintyDetector(nn.Module):
         self.classifier = classifier
         self.passes = passes
         self.threshold = threshold
-        self.seed = seed
+        first = self.seed_offset + seed * passes
+        self.draws = DropoutSamples(classifier, list(range(first, first + passes)))
 
     def uncertainty(self, x: Tensor) -> Tensor:
-        """U(x); the L dropout draws come from a fixed seed, so the exact detector is a
-        deterministic function an attack's success check cannot win by luck."""
-        from advrepro.defenses.randomness import dropout_enabled
-
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), \
-                dropout_enabled(self.classifier):
-            torch.manual_seed(self.seed)
-            probs = torch.stack([self.classifier(x).softmax(1) for _ in range(self.passes)])
+        probs = self.draws(x).softmax(2)  # L x B x classes
         return probs.pow(2).sum(2).mean(0) - probs.mean(0).pow(2).sum(1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,6 +195,9 @@ class DetectorDefense(DefendedSystem):
     attack_kde_per_class = 100
     #: fixed dropout masks in the expectation-over-randomness attack (cw2017 §6.1)
     attack_dropout_samples = 10
+    #: smallest confidence margin kappa that attack asks of every mask: with kappa = 0 it
+    #: stops on the decision boundary, where fresh masks disagree and U(x) stays high
+    attack_dropout_margin = 0.0
 
     def attack_surrogates(self) -> list[nn.Module]:
         """The detectors as the attack differentiates them: KDE over a 100-per-class sample."""
@@ -198,18 +218,20 @@ class DetectorDefense(DefendedSystem):
         Success is always judged by the exact system."""
         only = list(self.detectors.values())
         if len(only) == 1 and isinstance(only[0], DropoutUncertaintyDetector):
-            from advrepro.attacks.objectives import summed_over_samples
-            from advrepro.defenses.randomness import FixedDropoutSample
-
-            samples = [ClassifierObjective(FixedDropoutSample(self.classifier, seed=k),
-                                           targeted, kappa)
-                       for k in range(self.attack_dropout_samples)]
-            return summed_over_samples(samples, exact=self.predict, targeted=targeted)
+            samples = DropoutSamples(self.classifier, list(range(self.attack_dropout_samples)))
+            margin = max(kappa, self.attack_dropout_margin)
+            return ExpectationObjective(samples, targeted, margin, exact=self.predict)
         if len(only) == 1 and isinstance(only[0], KernelDensityDetector):
             # cw2017 §5.2: l(x') + max(-log KDE(x') - eps, 0) over the attacker's 100-per-class
             # references; eps = the detector's own threshold, so the term is 0 when accepted.
+            # A targeted attack scores the density of its target class (smooth in x').
             (kde,) = self.attack_surrogates()
+
+            def kde_term(x: Tensor, labels: Tensor) -> Tensor:
+                density = kde.log_density(x, labels if targeted else None)
+                return (kde.threshold - density).clamp(min=0)
+
             return ClassifierObjective(self.classifier, targeted, kappa, exact=self.predict,
-                                       extra_loss=lambda x, labels: kde(x).clamp(min=0))
+                                       extra_loss=kde_term)
         return ClassifierObjective(self.g_logits, targeted, kappa, exact=self.predict,
                                    reject_class=-1)

@@ -1,56 +1,66 @@
-"""Model randomness: dropout switched on at test time, and fixed samples of it (cw2017 §6.1)."""
+"""Model randomness: fixed samples of a network's dropout masks (cw2017 §6.1)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 
-@contextlib.contextmanager
-def dropout_enabled(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` with its dropout layers sampling (and everything else in eval mode)."""
-    layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    states = [m.training for m in layers]
-    for m in layers:
-        m.train(True)
-    try:
-        yield
-    finally:
-        for m, s in zip(layers, states, strict=False):
-            m.train(s)
+class DropoutSamples(nn.Module):
+    """K deterministic networks Z_1 ... Z_K: the model with dropout masks drawn once per seed.
 
+    ``forward`` runs all K networks in one batched pass and returns their logits as a
+    ``K x B x classes`` tensor. Each network's masks are drawn per feature (one mask shared by
+    every image, as a fixed network is) from its own seed, layer after layer, and kept, so
+    Z_k(x) depends on neither the batch nor the call. Dropout layers must be in eval mode (they
+    are, for a cached classifier); the masks replace them, scaled by 1 / (1 - p).
 
-class FixedDropoutSample(nn.Module):
-    """One deterministic network Z_j: the model with dropout masks drawn once from ``seed``.
-
-    Summing the attack loss over K such samples is the expectation-over-randomness attack of
-    cw2017 §6.1. Masks are drawn per feature (shared by the batch) and fixed for the attack.
+    Summing an attack's loss over such samples is the expectation-over-randomness attack of
+    cw2017 §6.1; Feinman et al.'s uncertainty U(x) is computed over another L of them.
     """
 
-    def __init__(self, model: nn.Module, seed: int) -> None:
+    def __init__(self, model: nn.Module, seeds: list[int]) -> None:
         super().__init__()
+        if not seeds:
+            raise ValueError("DropoutSamples needs at least one seed")
         self.model = model
-        self.seed = seed
-        self._masks: dict[int, Tensor] = {}
+        self.seeds = list(seeds)
+        self.layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        if not self.layers:
+            raise ValueError(f"{type(model).__name__} has no dropout layer to sample")
+        self._masks: list[Tensor] = []
+
+    def _mask(self, i: int, x_in: Tensor) -> Tensor:
+        """Layer ``i``'s masks (K x 1 x features), drawn the first time the layer is reached."""
+        if i == len(self._masks):
+            if i == 0:
+                self._generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+            p = self.layers[i].p
+            features = x_in.shape[1:]
+            keep = torch.stack([torch.rand(features, generator=g) >= p
+                                for g in self._generators])
+            self._masks.append((keep.to(x_in.dtype) / (1 - p)).unsqueeze(1).to(x_in.device))
+        return self._masks[i]
 
     def forward(self, x: Tensor) -> Tensor:
-        handles = []
-        gen = torch.Generator().manual_seed(self.seed)
-        for i, layer in enumerate(m for m in self.model.modules() if isinstance(m, nn.Dropout)):
-            def hook(mod: nn.Module, inputs: tuple[Tensor], output: Tensor, i: int = i,
-                     p: float = layer.p) -> Tensor:
-                x_in = inputs[0]
-                if i not in self._masks:
-                    keep = torch.rand(x_in.shape[1:], generator=gen) >= p
-                    self._masks[i] = keep.to(x_in.device, x_in.dtype) / (1 - p)
-                return x_in * self._masks[i]
+        k, b = len(self.seeds), x.shape[0]
 
-            handles.append(layer.register_forward_hook(hook))
+        def hook(i: int):
+            def apply(mod: nn.Module, inputs: tuple[Tensor], output: Tensor) -> Tensor:
+                x_in = inputs[0]
+                mask = self._mask(i, x_in)
+                return (x_in.view(k, b, *x_in.shape[1:]) * mask).view_as(x_in)
+            return apply
+
+        states = [layer.training for layer in self.layers]
+        handles = []
+        for i, layer in enumerate(self.layers):
+            layer.eval()  # the fixed mask replaces the layer's own sampling
+            handles.append(layer.register_forward_hook(hook(i)))
         try:
-            return self.model(x)
+            logits = self.model(x.repeat(k, *([1] * (x.ndim - 1))))
         finally:
-            for h in handles:
+            for h, layer, state in zip(handles, self.layers, states, strict=True):
                 h.remove()
+                layer.train(state)
+        return logits.view(k, b, -1)

@@ -1,0 +1,105 @@
+"""Feinman et al.'s detectors (cw2017 §5.2, §6.1) and their adaptive attacks, on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from advrepro.attacks import CarliniWagnerL2
+from advrepro.data import random_targets
+from advrepro.defenses.detectors import (
+    DetectorDefense,
+    DropoutUncertaintyDetector,
+    KernelDensityDetector,
+    set_threshold_at_fpr,
+)
+from advrepro.defenses.randomness import DropoutSamples
+
+CW = dict(binary_search_steps=5, max_iterations=150, learning_rate=0.1, initial_const=1.0,
+          progress=False)
+
+
+def _kde(tiny_bench, tiny_model, fpr: float = 0.2) -> KernelDensityDetector:
+    """References: 200 training images; threshold: on the other 100 (not references)."""
+    x, y = tiny_bench.train_set()
+    with torch.no_grad():
+        feats = tiny_model.hidden(x[:200])["final_hidden"]
+    kde = KernelDensityDetector(tiny_model, feats, y[:200], sigma=1.2)
+    set_threshold_at_fpr(kde, x[200:], fpr)
+    return kde
+
+
+def test_kernel_density_matches_its_formula(tiny_bench, tiny_model, tiny_sample):
+    """log KDE(x) = log mean_{s in X_t} exp(-||f(x) - f(s)||^2 / (2 sigma^2)) (cw2017 §5.2)."""
+    kde = _kde(tiny_bench, tiny_model)
+    x, _ = tiny_sample
+    x = x[:4]
+    classes = torch.tensor([0, 3, 7, 9])
+    got = kde.log_density(x, classes)
+    feats = tiny_model.hidden(x)["final_hidden"]
+    for i, t in enumerate(classes.tolist()):
+        refs = kde.reference[kde.reference_labels == t]
+        d2 = (refs - feats[i]).pow(2).sum(1)
+        expected = torch.logsumexp(-d2 / (2 * 1.2**2), 0) - math.log(len(refs))
+        assert torch.allclose(got[i], expected, atol=1e-4)
+    # by default the class is the predicted one
+    predicted = tiny_model(x).argmax(1)
+    assert torch.allclose(kde.log_density(x), kde.log_density(x, predicted))
+
+
+def test_threshold_flags_the_requested_share_of_clean_images(tiny_bench, tiny_model):
+    x, _ = tiny_bench.train_set()
+    kde = _kde(tiny_bench, tiny_model, fpr=0.2)
+    flagged = float((kde(x[200:]) > 0).float().mean())
+    assert abs(flagged - 0.2) <= 0.02
+
+
+def test_dropout_uncertainty_is_a_fixed_function_of_the_image(tiny_model, tiny_sample):
+    """U(x) (cw2017 §6.1) over L fixed draws: >= 0, the same alone or in any batch, and the
+    variance of the draws' softmax outputs."""
+    x, _ = tiny_sample
+    detector = DropoutUncertaintyDetector(tiny_model, passes=8)
+    u = detector.uncertainty(x)
+    assert (u >= -1e-6).all() and (u > 0).any()
+    alone = torch.cat([detector.uncertainty(x[i:i + 1]) for i in range(4)])
+    assert torch.allclose(u[:4], alone, atol=1e-6)
+    assert torch.allclose(detector.uncertainty(x.flip(0)).flip(0), u, atol=1e-6)
+    probs = DropoutSamples(tiny_model, detector.draws.seeds)(x).softmax(2)
+    assert torch.allclose(u, probs.var(0, unbiased=False).sum(1), atol=1e-6)
+    # the attacker's samples (seeds 0 ... K-1) are not the defender's draws
+    assert min(detector.draws.seeds) >= 1000
+
+
+def test_adaptive_attack_on_kde_alone_is_accepted(tiny_bench, tiny_model, tiny_sample):
+    """cw2017 §5.2: C&W's loss plus max(-log KDE_t(x') - eps, 0) gives targeted examples the
+    kernel density accepts (scored with all references, not only the attacker's sample)."""
+    x, y = tiny_sample
+    kde = _kde(tiny_bench, tiny_model)
+    system = DetectorDefense(tiny_model, {"kde": kde}, "kde")
+    targets = random_targets(y, 10, seed=0)
+    result = CarliniWagnerL2(**CW).run(system, x, targets, targeted=True)
+    ok = result.success
+    assert ok.float().mean() >= 0.5
+    assert (kde(result.adversarial[ok]) <= 0).all()
+    assert torch.equal(system.predict(result.adversarial[ok]), targets[ok])
+
+
+def test_dropout_attack_margin_makes_examples_pass_fresh_masks(tiny_model, tiny_sample):
+    """cw2017 §6.1 with a confidence margin on every one of the K attack masks: the examples
+    are accepted by the detector, whose own L draws the attacker never saw."""
+    x, y = tiny_sample
+    detector = DropoutUncertaintyDetector(tiny_model, passes=10)
+    set_threshold_at_fpr(detector, x, 0.05)
+    system = DetectorDefense(tiny_model, {"dropout": detector}, "dropout")
+    system.attack_dropout_samples, system.attack_dropout_margin = 5, 3.0
+    result = CarliniWagnerL2(**CW).run(system, x, y, targeted=False)
+    ok = result.success
+    assert ok.float().mean() >= 0.8
+    adv = result.adversarial[ok]
+    assert (detector(adv) <= 0).all()
+    logits = DropoutSamples(tiny_model, list(range(5)))(adv)  # K x B x classes
+    true = torch.nn.functional.one_hot(y[ok], 10).bool().expand_as(logits)
+    own = logits.masked_fill(~true, float("-inf")).amax(2)
+    others = logits.masked_fill(true, float("-inf")).amax(2)
+    assert (others - own >= 3.0 - 1e-4).all()  # every attack mask, with margin kappa
