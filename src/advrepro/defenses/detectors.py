@@ -224,12 +224,20 @@ class DetectorDefense(DefendedSystem):
         if len(only) == 1 and isinstance(only[0], KernelDensityDetector):
             # cw2017 §5.2: l(x') + max(-log KDE(x') - eps, 0) over the attacker's 100-per-class
             # references; eps = the detector's own threshold, so the term is 0 when accepted.
-            # A targeted attack scores the density of its target class (smooth in x').
+            # The density is that of the class the example is to end in: the target, or for an
+            # untargeted attack the best class other than the true one (the predicted class
+            # would be the true one until the example crosses, then jump).
             (kde,) = self.attack_surrogates()
 
             def kde_term(x: Tensor, labels: Tensor) -> Tensor:
-                density = kde.log_density(x, labels if targeted else None)
-                return (kde.threshold - density).clamp(min=0)
+                if targeted:
+                    destination = labels
+                else:
+                    with torch.no_grad():
+                        logits = self.classifier(x)
+                    true = torch.nn.functional.one_hot(labels, logits.shape[1]).bool()
+                    destination = logits.masked_fill(true, float("-inf")).argmax(1)
+                return (kde.threshold - kde.log_density(x, destination)).clamp(min=0)
 
             return ClassifierObjective(self.classifier, targeted, kappa, exact=self.predict,
                                        extra_loss=kde_term)
