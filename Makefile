@@ -83,6 +83,7 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist_rounded
 	$(TABLE) table=cw2017/mnist_rounded 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 	$(ATTACK) experiment=cw2017/mnist_limited
+	$(ATTACK) experiment=cw2017/mnist_limited defense=dropout attack.confidence=0
 	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 
 reproduce-tramer2017 reproduce-adam2018:
