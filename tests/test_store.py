@@ -101,3 +101,23 @@ def test_grosse_secured_classifier_is_trained_and_attacked(tmp_path):
     ok = records[records["fooled_defense"].astype(bool)]
     assert (ok["predicted_defended"] == ok["target"]).all()
     assert (ok["score_grosse"] <= 0).all()  # accepted: the adversarial class does not win
+
+
+def test_summary_gains_metrics_derived_from_records_without_changing_stored_ones(tmp_path):
+    """A cell written before a metric existed gets it from its records; stored values win."""
+    records = pd.DataFrame({"success": [True, True, False, True],
+                            "fooled_defense": [False, True, False, False],
+                            "predicted_undefended": [3, 3, 1, 2], "label": [0, 1, 2, 3],
+                            "target": [3, 3, 3, 3], "l2": [1.0, 2.0, float("inf"), 3.0],
+                            "linf": [0.1, 0.2, float("inf"), 0.3]})
+    store = CellStore(tmp_path / "cell")
+    store.write(records, {}, {"config_hash": "h", "targeted": True, "mean_l2": 9.0}, "")
+    summary = store.summary()
+    # successes classified as the target by the bare classifier: rows 0 and 1 of 4
+    assert summary["fooled_classifier_rate"] == 0.5
+    assert summary["fooled_defense_rate"] == 0.25
+    assert summary["mean_l2"] == 9.0  # the stored value, not the recomputed 2.0
+    untargeted = CellStore(tmp_path / "u")
+    untargeted.write(records, {}, {"config_hash": "h", "targeted": False}, "")
+    # successes whose bare prediction differs from the true label: rows 0, 1 and 3
+    assert untargeted.summary()["fooled_classifier_rate"] == 0.75

@@ -26,6 +26,7 @@ from advrepro.defenses.builders import NoDefense, build_detector
 from advrepro.defenses.system import DefendedSystem, batched
 from advrepro.errors import require_choice
 from advrepro.experiments.store import CellStore, config_hash
+from advrepro.experiments.summary import summarize
 from advrepro.experiments.workbench import Workbench, to_container
 from advrepro.report.tables import current_commit
 
@@ -152,33 +153,3 @@ def _system_scores(system: DefendedSystem, images: torch.Tensor,
         for i in range(0, len(images), batch_size):
             parts.append(system.detector_scores(images[i:i + batch_size]))
     return {k: torch.cat([p[k] for p in parts]).cpu() for k in (parts[0] if parts else {})}
-
-
-def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
-    """Success rate and distortion as the papers report them, plus detector rates."""
-    ok = frame["success"].astype(bool)
-    fooled = frame["fooled_defense"].astype(bool)
-    out: dict[str, Any] = {
-        "n_images": len(frame),
-        "targeted": targeted,
-        "success_rate": float(ok.mean()) if len(frame) else float("nan"),
-        "fooled_defense_rate": float(fooled.mean()) if len(frame) else float("nan"),
-        "mean_l2": float(frame.loc[ok, "l2"].mean()) if ok.any() else float("nan"),
-        "mean_linf": float(frame.loc[ok, "linf"].mean()) if ok.any() else float("nan"),
-        "mean_l2_fooled": float(frame.loc[fooled, "l2"].mean()) if fooled.any() else float("nan"),
-    }
-    for col in ("l2_bound", "l1_score"):
-        if col in frame:
-            out[f"mean_{col}"] = float(frame.loc[ok, col].mean()) if ok.any() else float("nan")
-    if "clean_l1_score" in frame:
-        out["mean_clean_l1_score"] = float(frame["clean_l1_score"].mean())
-    if "l2_bound" in frame:
-        out["l2_bound"] = float(frame["l2_bound"].mean())
-    for col in frame.columns:
-        if col.startswith("score_") and ok.any():
-            name = col[len("score_"):]
-            out[f"detected_{name}"] = float((frame.loc[ok, col] > 0).mean())
-            out[f"false_positive_{name}"] = float((frame[f"clean_{col}"] > 0).mean())
-            out[f"mean_score_{name}"] = float(frame.loc[ok, col].mean())
-            out[f"mean_clean_score_{name}"] = float(frame[f"clean_{col}"].mean())
-    return out

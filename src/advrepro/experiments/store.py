@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from advrepro.experiments.summary import RECORD_COLUMNS, summarize
 from advrepro.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
 
 
@@ -42,7 +43,13 @@ class CellStore:
             return False
 
     def summary(self) -> dict[str, Any]:
-        return json.loads(self.summary_path.read_text())
+        """The stored summary, completed with any metric that :func:`summarize` now derives
+        from the records but that did not exist when the cell ran (stored values win)."""
+        stored = json.loads(self.summary_path.read_text())
+        records = self.records()
+        if not set(RECORD_COLUMNS) <= set(records.columns):
+            return stored
+        return {**summarize(records, bool(stored.get("targeted"))), **stored}
 
     def records(self) -> pd.DataFrame:
         return pd.read_csv(self.directory / "records.csv")

@@ -1,0 +1,55 @@
+"""A cell's summary: the numbers the papers report, computed from its per-example records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+# what :func:`summarize` reads from a cell's records
+RECORD_COLUMNS = ("success", "fooled_defense", "predicted_undefended", "label", "target", "l2",
+                  "linf")
+
+
+def _rate(mask: pd.Series) -> float:
+    return float(mask.mean()) if len(mask) else float("nan")
+
+
+def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
+    """Success rate and distortion as the papers report them, plus detector rates.
+
+    ``fooled_classifier_rate`` counts examples that succeed on the attacked system and whose
+    label on the evaluated side's bare classifier is the adversarial one (the target, or any
+    wrong class), whatever its detectors say: for the limited-knowledge threat model this is
+    transfer of the misclassification alone, ``fooled_defense_rate`` transfer past the
+    defender's detectors as well (cw2017 §2.3).
+    """
+    ok = frame["success"].astype(bool)
+    fooled = frame["fooled_defense"].astype(bool)
+    bare = frame["predicted_undefended"]
+    wrong = bare == frame["target"] if targeted else bare != frame["label"]
+    out: dict[str, Any] = {
+        "n_images": len(frame),
+        "targeted": targeted,
+        "success_rate": _rate(ok),
+        "fooled_defense_rate": _rate(fooled),
+        "fooled_classifier_rate": _rate(ok & wrong),
+        "mean_l2": float(frame.loc[ok, "l2"].mean()) if ok.any() else float("nan"),
+        "mean_linf": float(frame.loc[ok, "linf"].mean()) if ok.any() else float("nan"),
+        "mean_l2_fooled": float(frame.loc[fooled, "l2"].mean()) if fooled.any() else float("nan"),
+    }
+    for col in ("l2_bound", "l1_score"):
+        if col in frame:
+            out[f"mean_{col}"] = float(frame.loc[ok, col].mean()) if ok.any() else float("nan")
+    if "clean_l1_score" in frame:
+        out["mean_clean_l1_score"] = float(frame["clean_l1_score"].mean())
+    if "l2_bound" in frame:
+        out["l2_bound"] = float(frame["l2_bound"].mean())
+    for col in frame.columns:
+        if col.startswith("score_") and ok.any():
+            name = col[len("score_"):]
+            out[f"detected_{name}"] = float((frame.loc[ok, col] > 0).mean())
+            out[f"false_positive_{name}"] = float((frame[f"clean_{col}"] > 0).mean())
+            out[f"mean_score_{name}"] = float(frame.loc[ok, col].mean())
+            out[f"mean_clean_score_{name}"] = float(frame[f"clean_{col}"].mean())
+    return out
