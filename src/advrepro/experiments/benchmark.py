@@ -88,13 +88,21 @@ PEERS: dict[str, Callable] = {"foolbox": foolbox_cw, "torchattacks": torchattack
 
 
 def model_step_seconds(model: nn.Module, x: Tensor, repeats: int = 20) -> float:
-    """Seconds of one forward+backward of ``model`` on the batch ``x``."""
-    xr = x.clone().requires_grad_(True)
-    model(xr).sum().backward()
-    start = time.time()
-    for _ in range(repeats):
-        model(xr).sum().backward()
-    return (time.time() - start) / repeats
+    """Seconds of one forward pass of ``model`` on the batch ``x`` plus the backward pass to the
+    input, the gradient every attack step needs (weight gradients are not computed)."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        xr = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xr).sum(), xr)
+        start = time.time()
+        for _ in range(repeats):
+            torch.autograd.grad(model(xr).sum(), xr)
+        return (time.time() - start) / repeats
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def run_benchmark(model: nn.Module, x: Tensor, target: Tensor, budget: Budget,
