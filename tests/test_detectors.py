@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from advrepro.attacks import CarliniWagnerL2
+from advrepro.attacks import CarliniWagnerL2, TwoPhaseCarliniWagnerL2
 from advrepro.data import random_targets
 from advrepro.defenses.detectors import (
     DetectorDefense,
@@ -16,6 +16,7 @@ from advrepro.defenses.detectors import (
     set_threshold_at_fpr,
 )
 from advrepro.defenses.randomness import DropoutSamples
+from advrepro.defenses.system import DefendedSystem
 
 CW = dict(binary_search_steps=5, max_iterations=150, learning_rate=0.1, initial_const=1.0,
           progress=False)
@@ -72,16 +73,20 @@ def test_dropout_uncertainty_is_a_fixed_function_of_the_image(tiny_model, tiny_s
     assert min(detector.draws.seeds) >= 1000
 
 
+@pytest.mark.parametrize("two_phase", [False, True], ids=["one_phase", "two_phase"])
 @pytest.mark.parametrize("targeted", [True, False])
-def test_adaptive_attack_on_kde_alone_is_accepted(tiny_bench, tiny_model, tiny_sample, targeted):
+def test_adaptive_attack_on_kde_alone_is_accepted(tiny_bench, tiny_model, tiny_sample, targeted,
+                                                  two_phase):
     """cw2017 §5.2: C&W's loss plus max(-log KDE_t(x') - eps, 0), t the target (or the best
     other class), gives examples the kernel density accepts (scored with all references, not
-    only the attacker's sample)."""
+    only the attacker's sample), in one phase or in the paper's two."""
     x, y = tiny_sample
     kde = _kde(tiny_bench, tiny_model)
     system = DetectorDefense(tiny_model, {"kde": kde}, "kde")
     labels = random_targets(y, 10, seed=0) if targeted else y
-    result = CarliniWagnerL2(**CW).run(system, x, labels, targeted=targeted)
+    attack = (TwoPhaseCarliniWagnerL2(CarliniWagnerL2(**CW), CarliniWagnerL2(**CW)) if two_phase
+              else CarliniWagnerL2(**CW))
+    result = attack.run(system, x, labels, targeted=targeted)
     ok = result.success
     assert ok.float().mean() >= 0.5
     assert (kde(result.adversarial[ok]) <= 0).all()
@@ -108,3 +113,33 @@ def test_dropout_attack_margin_makes_examples_pass_fresh_masks(tiny_model, tiny_
     own = logits.masked_fill(~true, float("-inf")).amax(2)
     others = logits.masked_fill(true, float("-inf")).amax(2)
     assert (others - own >= 3.0 - 1e-4).all()  # every attack mask, with margin kappa
+
+
+def test_second_phase_starts_at_the_first_phases_examples(tiny_model, tiny_sample):
+    """Phase two's first candidate is phase one's example (the detector is ignored by phase one),
+    and distortion is measured from the original, not from that starting point."""
+    x, y = tiny_sample
+    seen: list[torch.Tensor] = []
+
+    class Recording(DefendedSystem):
+        def objective(self, targeted, kappa=0.0):
+            inner = super().objective(targeted, kappa)
+
+            def record(x_adv, labels):
+                if not seen:
+                    seen.append(x_adv.detach().clone())
+                return inner(x_adv, labels)
+            return record
+
+    system = Recording(tiny_model)
+    first = CarliniWagnerL2(**CW)
+    phase_one = first(DefendedSystem(tiny_model).objective(False), x, y)
+    second = CarliniWagnerL2(**{**CW, "binary_search_steps": 1, "max_iterations": 1})
+    result = TwoPhaseCarliniWagnerL2(first, second).run(system, x, y, targeted=False)
+    ok = phase_one.success
+    assert ok.any()
+    assert torch.allclose(seen[0][ok], phase_one.adversarial[ok], atol=1e-4)
+    assert torch.allclose(seen[0][~ok], x[~ok], atol=1e-4)
+    done = result.success
+    assert torch.allclose(result.l2[done], (result.adversarial - x)[done].flatten(1).norm(dim=1))
+    assert result.iterations > second.max_iterations

@@ -10,6 +10,7 @@ from advrepro.attacks.objectives import (
     with_detector_class,
 )
 from advrepro.attacks.parameterizations import GumbelQuantized, TanhBox
+from advrepro.attacks.two_phase import TwoPhaseCarliniWagnerL2
 
 __all__ = [
     "FGSM",
@@ -22,6 +23,7 @@ __all__ = [
     "Objective",
     "RandFGSM",
     "TanhBox",
+    "TwoPhaseCarliniWagnerL2",
     "margin_loss",
     "with_detector_class",
 ]

@@ -89,7 +89,10 @@ class CarliniWagnerL2:
         """Attack a :class:`~advrepro.defenses.system.DefendedSystem` with its own objective."""
         return self(system.objective(targeted, self.confidence), x, labels)
 
-    def __call__(self, objective: Objective, x: Tensor, labels: Tensor) -> AttackResult:
+    def __call__(self, objective: Objective, x: Tensor, labels: Tensor,
+                 start: Tensor | None = None) -> AttackResult:
+        """Attack ``x``; the optimisation begins at ``start`` (default ``x``) for every
+        constant, while distortion is always measured from ``x``."""
         n = x.shape[0]
         device = x.device
         gen = torch.Generator().manual_seed(self.seed)
@@ -105,9 +108,9 @@ class CarliniWagnerL2:
             lower = torch.zeros(n, device=device)
             upper = torch.full((n,), 1e10, device=device)
             for _ in range(self.binary_search_steps):
-                start = self.random_start if restart > 0 else 0.0
+                radius = self.random_start if restart > 0 else 0.0
                 found, iters = self._optimise(
-                    objective, x, labels, const, start, gen,
+                    objective, x, x if start is None else start, labels, const, radius, gen,
                     best_l2, best_adv, best_const, best_restart, restart,
                 )
                 total_iters += iters
@@ -122,14 +125,14 @@ class CarliniWagnerL2:
         return AttackResult(x, best_adv, success, best_const, best_restart, total_iters)
 
     def _optimise(
-        self, objective: Objective, x: Tensor, labels: Tensor, const: Tensor,
+        self, objective: Objective, x: Tensor, start: Tensor, labels: Tensor, const: Tensor,
         random_start: float, gen: torch.Generator, best_l2: Tensor, best_adv: Tensor,
         best_const: Tensor, best_restart: Tensor, restart: int,
     ) -> tuple[Tensor, int]:
         """One constant of the binary search for every image; updates the ``best_*`` in place."""
         n = x.shape[0]
         param = self.parameterization
-        w = param.init(x, random_start, gen).detach()
+        w = param.init(start, random_start, gen).detach()
         adam = _BatchedAdam(self.learning_rate)
         adam.reset(w)
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
