@@ -79,7 +79,7 @@ reproduce-attack-engine: $(STAMP)
 reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist defense=none threat=perfect
 	$(ATTACK) experiment=cw2017/mnist
-	$(ATTACK) experiment=cw2017/mnist defense=kde attack=cw_l2_two_phase
+	$(ATTACK) experiment=cw2017/mnist defense=kde attack=cw_l2_two_phase threat=perfect
 	$(TABLE) table=cw2017/mnist 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 	$(ATTACK) experiment=cw2017/mnist_rounded
 	$(TABLE) table=cw2017/mnist_rounded 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
