@@ -13,13 +13,14 @@ from advrepro.io import safe_torch_load
 from advrepro.training import ModelCache, TrainRecipe, TrainRequest, model_key
 
 
-def _request(epochs: int = 2, seed: int = 0) -> TrainRequest:
+def _request(epochs: int = 2, seed: int = 0, augment: str = "none") -> TrainRequest:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(128, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (128,), generator=g)
     return TrainRequest(
         name="lr", model_cfg={"_target_": "advrepro.models.LogisticRegression"},
-        recipe=TrainRecipe(epochs=epochs, batch_size=32, optimizer="adam", lr=1e-2),
+        recipe=TrainRecipe(epochs=epochs, batch_size=32, optimizer="adam", lr=1e-2,
+                           augment=augment),
         seed=seed, data_key={"toy": 1}, make_data=lambda: (x, y, x[:32], y[:32]),
     )
 
@@ -103,3 +104,22 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     meta = cache.metadata(req)
     assert meta["resumed_from"] == str(last)
     assert safe_torch_load(last)["global_step"] > step_before
+
+
+def test_skipping_per_epoch_validation_trains_the_same_weights(tmp_path):
+    """validate_every_n_epochs = 0 (the ci scale) drops the validation curve only: same
+    weights (the random shifts draw the same numbers), same final accuracy in meta.json, and
+    no val/acc rows in the training log."""
+    req = _request(epochs=3, augment="shift")
+    with_val = ModelCache(tmp_path / "a", accelerator="cpu", progress=False)
+    without = ModelCache(tmp_path / "b", accelerator="cpu", progress=False,
+                         validate_every_n_epochs=0)
+    a, b = with_val.get(req), without.get(req)
+    for wa, wb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb)
+    assert with_val.metadata(req)["val_accuracy"] == without.metadata(req)["val_accuracy"]
+    logs = [c.directory(req) / "logs" / "version_0" / "metrics.csv" for c in (with_val, without)]
+    assert "val/acc" in logs[0].read_text()
+    assert not logs[1].is_file() or "val/acc" not in logs[1].read_text()
+    with pytest.raises(ValueError, match="validate_every_n_epochs"):
+        ModelCache(tmp_path, validate_every_n_epochs=-1)

@@ -174,7 +174,7 @@ def test_unanimous_target_attack_gets_every_able_member_to_vote_for_the_target(t
     ens = SpecialistsEnsemble(members, sets, 10, threshold=0.5)
     x, y = tiny_sample[0][:6], tiny_sample[1][:6]
     targets = (y + 1 + torch.arange(6)) % 10
-    attack = CarliniWagnerL2(binary_search_steps=4, max_iterations=200, learning_rate=0.05,
+    attack = CarliniWagnerL2(binary_search_steps=3, max_iterations=100, learning_rate=0.05,
                              initial_const=1.0, progress=False)
     result = attack.run(ens, x, targets, targeted=True)
     assert result.success.all()

@@ -121,3 +121,18 @@ def test_summary_gains_metrics_derived_from_records_without_changing_stored_ones
     untargeted.write(records, {}, {"config_hash": "h", "targeted": False}, "")
     # successes whose bare prediction differs from the true label: rows 0, 1 and 3
     assert untargeted.summary()["fooled_classifier_rate"] == 0.75
+
+
+def test_a_complete_summary_is_returned_without_reading_the_records(tmp_path):
+    """Table builds call summary() often: a summary that already has every always-derived
+    metric is returned as stored, records.csv is not reread (here it is unreadable)."""
+    from advrepro.experiments.summary import ALWAYS_SUMMARIZED
+
+    stored = {"config_hash": "h", **{key: 0.5 for key in ALWAYS_SUMMARIZED}}
+    store = CellStore(tmp_path / "cell")
+    store.write(pd.DataFrame({"success": [True]}), {}, stored, "")
+    (store.directory / "records.csv").write_bytes(b"\x00not a csv")
+    assert store.summary() == stored
+    del stored["fooled_classifier_rate"]
+    store.write(pd.DataFrame({"success": [True]}), {}, stored, "")
+    assert "fooled_classifier_rate" not in store.summary()  # old records lack the columns

@@ -33,7 +33,7 @@ from advrepro.report.tables import current_commit
 log = logging.getLogger(__name__)
 
 THREATS = ("zero", "limited", "perfect")
-_RUNTIME_KEYS = ("paths", "progress", "accelerator", "hydra")
+_RUNTIME_KEYS = ("paths", "progress", "accelerator", "validate_every_n_epochs", "hydra")
 
 
 def cell_identity(cfg: DictConfig) -> tuple[str, str]:

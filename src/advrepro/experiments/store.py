@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from advrepro.experiments.summary import RECORD_COLUMNS, summarize
+from advrepro.experiments.summary import ALWAYS_SUMMARIZED, RECORD_COLUMNS, summarize
 from advrepro.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
 
 
@@ -43,9 +43,11 @@ class CellStore:
             return False
 
     def summary(self) -> dict[str, Any]:
-        """The stored summary, completed with any metric that :func:`summarize` now derives
-        from the records but that did not exist when the cell ran (stored values win)."""
+        """The stored summary. A cell written before :func:`summarize` gained a metric is
+        completed from its records (stored values win); only such cells reread records.csv."""
         stored = json.loads(self.summary_path.read_text())
+        if set(ALWAYS_SUMMARIZED) <= set(stored):
+            return stored
         records = self.records()
         if not set(RECORD_COLUMNS) <= set(records.columns):
             return stored

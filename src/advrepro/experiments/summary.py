@@ -9,6 +9,9 @@ import pandas as pd
 # what :func:`summarize` reads from a cell's records
 RECORD_COLUMNS = ("success", "fooled_defense", "predicted_undefended", "label", "target", "l2",
                   "linf")
+# the keys :func:`summarize` writes for every cell, whatever its records hold
+ALWAYS_SUMMARIZED = ("n_images", "targeted", "success_rate", "fooled_defense_rate",
+                     "fooled_classifier_rate", "mean_l2", "mean_linf", "mean_l2_fooled")
 
 
 def _rate(mask: pd.Series) -> float:

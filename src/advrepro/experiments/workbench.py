@@ -57,6 +57,7 @@ class Workbench:
         self.cache = ModelCache(
             cfg.paths.models_dir, accelerator=cfg.get("accelerator", "auto"),
             progress=cfg.get("progress", True),
+            validate_every_n_epochs=int(cfg.get("validate_every_n_epochs", 1)),
         )
         self.seed = int(cfg.seed)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -82,10 +82,16 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
 class ModelCache:
     """Directory of trained models: ``<root>/<name>-<hash>/{model.pt,meta.json,last.ckpt}``."""
 
-    def __init__(self, root: str | Path, accelerator: str = "auto", progress: bool = True) -> None:
+    def __init__(self, root: str | Path, accelerator: str = "auto", progress: bool = True,
+                 validate_every_n_epochs: int = 1) -> None:
+        """``validate_every_n_epochs`` = 0 skips the per-epoch validation curve (the final
+        accuracy in meta.json is always measured); the trained weights are the same."""
+        if validate_every_n_epochs < 0:
+            raise ValueError("validate_every_n_epochs must be >= 0")
         self.root = Path(root)
         self.accelerator = accelerator
         self.progress = progress
+        self.validate_every_n_epochs = validate_every_n_epochs
 
     def directory(self, request: TrainRequest) -> Path:
         return self.root / f"{request.name}-{model_key(request)}"
@@ -128,7 +134,10 @@ class ModelCache:
             drop_last=len(x_tr) > recipe.batch_size,
             generator=torch.Generator().manual_seed(request.seed),
         )
-        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000)
+        # its own generator: iterating it must not draw from the global RNG that the
+        # augmentation uses, so validating or not leaves the trained weights unchanged
+        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000,
+                                generator=torch.Generator().manual_seed(request.seed))
         module = ClassifierModule(model, recipe, steps_per_epoch=len(loader))
         last = directory / "last.ckpt"
         resume = last if last.is_file() else None
@@ -152,6 +161,8 @@ class ModelCache:
                 )
             ],
             num_sanity_val_steps=0,
+            check_val_every_n_epoch=max(self.validate_every_n_epochs, 1),
+            limit_val_batches=1.0 if self.validate_every_n_epochs else 0,
             deterministic=False,
         )
         start = time.time()
