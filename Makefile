@@ -75,7 +75,9 @@ reproduce-attack-engine: $(STAMP)
 
 # Other papers ---------------------------------------------------------------------------------
 # cw2017 on MNIST: Grosse, Gong, KDE and dropout under zero and perfect knowledge, the
-# unsecured baseline, and limited-knowledge transfer between classifiers trained on halves. (CIFAR-10's Metzen / KDE / Gong numbers come with reproduce-table-3.)
+# unsecured baseline, and limited-knowledge transfer between classifiers trained on halves;
+# on CIFAR-10, dropout uncertainty under zero and perfect knowledge (§6.1). CIFAR-10's Metzen,
+# KDE and Gong numbers come with reproduce-table-3.
 reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist defense=none threat=perfect
 	$(ATTACK) experiment=cw2017/mnist
@@ -86,6 +88,9 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist_limited
 	$(ATTACK) experiment=cw2017/mnist_limited defense=dropout attack.confidence=0
 	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
+	$(ATTACK) experiment=cw2017/cifar_dropout
+	$(ATTACK) experiment=cw2017/cifar_dropout defense=none threat=perfect
+	$(TABLE) table=cw2017/cifar_dropout 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 
 reproduce-tramer2017 reproduce-adam2018:
 	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2

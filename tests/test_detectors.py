@@ -17,6 +17,7 @@ from advrepro.defenses.detectors import (
 )
 from advrepro.defenses.randomness import DropoutSamples
 from advrepro.defenses.system import DefendedSystem
+from advrepro.models import MetzenResNet
 
 CW = dict(binary_search_steps=5, max_iterations=150, learning_rate=0.1, initial_const=1.0,
           progress=False)
@@ -71,6 +72,23 @@ def test_dropout_uncertainty_is_a_fixed_function_of_the_image(tiny_model, tiny_s
     assert torch.allclose(u, probs.var(0, unbiased=False).sum(1), atol=1e-6)
     # the attacker's samples (seeds 0 ... K-1) are not the defender's draws
     assert min(detector.draws.seeds) >= 1000
+
+
+def test_resnet_with_dropout_is_sampled_by_the_uncertainty_detector():
+    """The CIFAR-10 dropout network (cw2017 §6.1): dropout=0 keeps the paper ResNet's modules
+    and state dict, so cached checkpoints still load; dropout > 0 gives a network whose
+    dropout draws disagree and whose eval mode is deterministic."""
+    plain, with_dropout = MetzenResNet(1), MetzenResNet(1, dropout=0.5)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert plain.state_dict().keys() == with_dropout.state_dict().keys()
+    with_dropout.load_state_dict(plain.state_dict())
+    x = torch.rand(6, 3, 32, 32)
+    with_dropout.eval()
+    assert torch.equal(with_dropout(x), plain.eval()(x))
+    u = DropoutUncertaintyDetector(with_dropout, passes=8).uncertainty(x)
+    assert (u > 0).all()
+    with pytest.raises(ValueError, match="dropout"):
+        MetzenResNet(1, dropout=1.0)
 
 
 @pytest.mark.parametrize("two_phase", [False, True], ids=["one_phase", "two_phase"])

@@ -36,10 +36,15 @@ class MetzenResNet(PaperModel):
     ``blocks_per_stage=5`` is the 32-layer network of Metzen et al. that cw2017 uses. The
     output of the first residual unit is exposed as ``first_residual_block``: the input of
     Metzen's detector in cw2017 §3.2 and he2017 §5.
+
+    ``dropout > 0`` adds a dropout layer on the pooled features, before the classification
+    layer, so that Feinman et al.'s uncertainty detector can sample the network (cw2017 §6.1;
+    the paper does not describe its CIFAR-10 dropout network, this placement is ours). With the
+    default 0 the network, and its state dict, are exactly the paper's.
     """
 
     def __init__(self, blocks_per_stage: int = 5, width: int = 1, num_classes: int = 10,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
@@ -51,9 +56,11 @@ class MetzenResNet(PaperModel):
                 in_ch = out_ch
         self.first_block = blocks[0]
         self.later_blocks = nn.Sequential(*blocks[1:])
-        self.final = nn.Sequential(
-            nn.BatchNorm2d(in_ch), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        pooled: list[nn.Module] = [nn.BatchNorm2d(in_ch), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                   nn.Flatten()]
+        self.final = nn.Sequential(*pooled, *([nn.Dropout(dropout)] if dropout > 0 else []))
         self.head = nn.Linear(in_ch, num_classes)
         self.first_block_channels = widths[0]
 
