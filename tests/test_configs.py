@@ -35,6 +35,19 @@ def test_every_experiment_composes_and_instantiates(experiment, scale, tmp_path)
         assert hasattr(instantiate(det, _convert_="all"), "build")
 
 
+def test_runtime_settings_leave_the_cell_hash_unchanged(tmp_path):
+    """Settings that only choose how a run executes (device, progress bars, validation curves)
+    must not make finished cells look stale; a result-changing setting must."""
+    base = ["experiment=he2017/table1", "scale=ci"]
+    _, digest = cell_identity(compose_cfg("attack", tiny_overrides(tmp_path, base)))
+    for runtime in ("accelerator=cuda", "validate_every_n_epochs=3",
+                    "scale.validate_every_n_epochs=5", "progress=false"):
+        cfg = compose_cfg("attack", tiny_overrides(tmp_path, [*base, runtime]))
+        assert cell_identity(cfg)[1] == digest, runtime
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, [*base, "scale.n_images=7"]))
+    assert cell_identity(cfg)[1] != digest
+
+
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_config_instantiates(table, tmp_path):
     cfg = compose_cfg("table", [f"table={table}", f"paths.output_dir={tmp_path}"])

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 THREATS = ("zero", "limited", "perfect")
 _RUNTIME_KEYS = ("paths", "progress", "accelerator", "validate_every_n_epochs", "hydra")
+#: scale settings that only choose how a run executes (the scale group supplies their defaults)
+_RUNTIME_SCALE_KEYS = ("validate_every_n_epochs",)
 
 
 def cell_identity(cfg: DictConfig) -> tuple[str, str]:
@@ -42,6 +44,8 @@ def cell_identity(cfg: DictConfig) -> tuple[str, str]:
     name = defense.cell_name() if hasattr(defense, "cell_name") else defense.name
     name = f"{name}__{cfg.threat.name}__{attack_name(cfg)}" + ("__targeted" if cfg.targeted else "")
     resolved = {k: v for k, v in to_container(cfg).items() if k not in _RUNTIME_KEYS}
+    resolved["scale"] = {k: v for k, v in resolved["scale"].items()
+                         if k not in _RUNTIME_SCALE_KEYS}
     return name, config_hash(resolved)
 
 
