@@ -74,6 +74,38 @@ def test_dropout_uncertainty_is_a_fixed_function_of_the_image(tiny_model, tiny_s
     assert min(detector.draws.seeds) >= 1000
 
 
+@pytest.mark.parametrize("resnet", [False, True], ids=["cw_mnist", "resnet"])
+def test_dropout_samples_are_the_k_masked_networks(tiny_model, resnet):
+    """The batched K x B pass (shared layers run once) gives, for each k, the network with
+    mask k applied at every dropout layer, run alone; its input gradient is theirs summed."""
+    torch.manual_seed(0)
+    model = MetzenResNet(1, dropout=0.5).eval() if resnet else tiny_model
+    x = torch.rand(5, *((3, 32, 32) if resnet else (1, 28, 28)), requires_grad=True)
+    samples = DropoutSamples(model, [3, 4, 5])
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    seen: list[int] = []
+    hook = first_conv.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    logits = samples(x)
+    hook.remove()
+    assert seen == [5]  # the layers before the first dropout layer ran once, on B images
+    logits.sum().backward()
+    batched_grad, x.grad = x.grad.clone(), None
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    alone = []
+    for k in range(3):
+        handles = [layer.register_forward_hook(
+            lambda mod, inp, out, mask=mask[k]: inp[0] * mask)
+            for layer, mask in zip(layers, samples._masks, strict=True)]
+        alone.append(model(x))
+        for h in handles:
+            h.remove()
+    alone = torch.stack(alone)
+    assert logits.shape == alone.shape == (3, 5, 10)
+    assert torch.allclose(logits, alone, atol=1e-5)
+    alone.sum().backward()
+    assert torch.allclose(batched_grad, x.grad, atol=1e-5)
+
+
 def test_resnet_with_dropout_is_sampled_by_the_uncertainty_detector():
     """The CIFAR-10 dropout network (cw2017 §6.1): dropout=0 keeps the paper ResNet's modules
     and state dict, so cached checkpoints still load; dropout > 0 gives a network whose

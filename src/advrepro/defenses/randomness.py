@@ -10,7 +10,9 @@ class DropoutSamples(nn.Module):
     """K deterministic networks Z_1 ... Z_K: the model with dropout masks drawn once per seed.
 
     ``forward`` runs all K networks in one batched pass and returns their logits as a
-    ``K x B x classes`` tensor. Each network's masks are drawn per feature (one mask shared by
+    ``K x B x classes`` tensor. The layers before the first dropout layer are the same in all K
+    networks, so they run once on the B images; the batch becomes K x B at that layer. Each
+    network's masks are drawn per feature (one mask shared by
     every image, as a fixed network is) from its own seed, layer after layer, and kept, so
     Z_k(x) depends on neither the batch nor the call. Dropout layers must be in eval mode (they
     are, for a cached classifier); the masks replace them, scaled by 1 / (1 - p).
@@ -49,7 +51,12 @@ class DropoutSamples(nn.Module):
             def apply(mod: nn.Module, inputs: tuple[Tensor], output: Tensor) -> Tensor:
                 x_in = inputs[0]
                 mask = self._mask(i, x_in)
-                return (x_in.view(k, b, *x_in.shape[1:]) * mask).view_as(x_in)
+                if x_in.shape[0] == b:  # first dropout layer: the K networks part here
+                    return (x_in.unsqueeze(0) * mask).flatten(0, 1)
+                if x_in.shape[0] == k * b:
+                    return (x_in.view(k, b, *x_in.shape[1:]) * mask).view_as(x_in)
+                raise ValueError(f"dropout layer {i} of {type(self.model).__name__} got a batch "
+                                 f"of {x_in.shape[0]}, expected {b} or {k} x {b} images")
             return apply
 
         states = [layer.training for layer in self.layers]
@@ -58,7 +65,7 @@ class DropoutSamples(nn.Module):
             layer.eval()  # the fixed mask replaces the layer's own sampling
             handles.append(layer.register_forward_hook(hook(i)))
         try:
-            logits = self.model(x.repeat(k, *([1] * (x.ndim - 1))))
+            logits = self.model(x)
         finally:
             for h, layer, state in zip(handles, self.layers, states, strict=True):
                 h.remove()
