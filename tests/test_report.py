@@ -6,7 +6,7 @@ import torch
 
 from advrepro.experiments.store import CellStore
 from advrepro.report.detection import detection_metrics
-from advrepro.report.paper_values import paper_value, paper_values
+from advrepro.report.paper_values import citation, paper_value, paper_values
 from advrepro.report.tables import CellTable, SweepTable, TableContext, TransferTable
 
 
@@ -28,6 +28,10 @@ def test_paper_values_carry_citations_and_are_looked_up():
     assert paper_value("he2017", "table1", "1", "mean_l2") == 3.86
     assert paper_value("he2017", "table3", "kde", "gong") == 0.96
     assert math.isnan(paper_value("he2017", "table1", "9", "mean_l2"))
+    # a table cites the sources of the values it shows, not every value of the same group
+    cited = citation("cw2017", ["dropout"], [["dropout", "secured_cifar", "mean_l2"]])
+    assert cited == "cw2017 §6.1, perfect knowledge (CIFAR-10)"
+    assert "MNIST" in citation("cw2017", ["dropout"])
 
 
 def _cell(root, name, summary, records=None):

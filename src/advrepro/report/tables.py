@@ -81,14 +81,15 @@ class TableContext:
         return cells
 
     def write(self, paper: str, table: str, frame: pd.DataFrame, title: str, notes: str,
-              extra_md: str = "", citation_of: str | list[str] | None = None) -> Path:
+              extra_md: str = "", citation_of: str | list[str] | None = None,
+              cited_values: list[list[str]] | None = None) -> Path:
         out = Path(self.tables_dir) / paper
         csv_path = out / f"{table}.csv"
         atomic_write_text(csv_path, frame.to_csv(index=False))
         header = [
             f"# {title}",
             "",
-            f"Paper values: {citation(paper, citation_of or table) or 'see notes'}.",
+            f"Paper values: {citation(paper, citation_of or table, cited_values) or 'see notes'}.",
             f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
             f"at commit `{current_commit()}`" + (f" by `{self.command}`." if self.command else "."),
             "",
@@ -297,6 +298,7 @@ class CellTable:
                         "attack_seconds": hit.get("attack_seconds") if hit else None,
                         "cell": hit["cell"] if hit else "(not run)"})
         frame = pd.DataFrame(out)
+        refs = [r["paper"] for r in self.rows if r.get("paper")]
         ctx.write(self.paper, self.output or self.table, frame, self.title, self.notes,
-                  citation_of=sorted({r["paper"][0] for r in self.rows if r.get("paper")}))
+                  citation_of=sorted({ref[0] for ref in refs}), cited_values=refs)
         return frame
