@@ -76,8 +76,8 @@ reproduce-attack-engine: $(STAMP)
 # Other papers ---------------------------------------------------------------------------------
 # cw2017 on MNIST: Grosse, Gong, KDE and dropout under zero and perfect knowledge, the
 # unsecured baseline, and limited-knowledge transfer between classifiers trained on halves;
-# on CIFAR-10, dropout uncertainty under zero and perfect knowledge (§6.1). CIFAR-10's Metzen,
-# KDE and Gong numbers come with reproduce-table-3.
+# on CIFAR-10, Metzen's detector and KDE (§3.2, §5.2) and dropout uncertainty (§6.1) under
+# zero and perfect knowledge. he2017 Table 3 attacks the CIFAR-10 detectors untargeted.
 reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist defense=none threat=perfect
 	$(ATTACK) experiment=cw2017/mnist
@@ -88,6 +88,9 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist_limited
 	$(ATTACK) experiment=cw2017/mnist_limited defense=dropout attack.confidence=0
 	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
+	$(ATTACK) experiment=cw2017/cifar
+	$(ATTACK) experiment=cw2017/cifar defense=none threat=perfect
+	$(TABLE) table=cw2017/cifar 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 	$(ATTACK) experiment=cw2017/cifar_dropout
 	$(ATTACK) experiment=cw2017/cifar_dropout defense=none threat=perfect
 	$(TABLE) table=cw2017/cifar_dropout 'command="make reproduce-cw2017 SCALE=$(SCALE)"'

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from advrepro.experiments.store import CellStore
+from advrepro.experiments.summary import summarize
 from advrepro.report.detection import detection_metrics
 from advrepro.report.paper_values import citation, paper_value, paper_values
 from advrepro.report.tables import CellTable, SweepTable, TableContext, TransferTable
@@ -93,3 +94,19 @@ def test_tables_build_from_committed_cells_without_their_tensors(tmp_path):
     assert "cw2017 §3.1" in (tmp_path / "t" / "cw2017" / "mnist.md").read_text()
     sweep = SweepTable("cw2017", "mnist", "cw2017/mnist", "T", ["mean_l2_fooled"]).build(ctx)
     assert sweep["mean_l2_fooled_ours"].tolist() == [2.5]
+
+
+def test_detector_rates_pair_each_example_with_its_own_original():
+    """detected_* / false_positive_* count scores above 0; more_natural_than_original_* (cw2017
+    §5.2's "higher likelihood than the original" for KDE) compares each successful example's
+    score with its own original's, and ignores failed examples."""
+    frame = pd.DataFrame({
+        "success": [True, True, True, False], "fooled_defense": [True, True, False, False],
+        "predicted_undefended": [1, 2, 3, 0], "label": [0, 0, 0, 0], "target": [-1] * 4,
+        "l2": [1.0, 2.0, 3.0, 0.0], "linf": [0.1] * 4,
+        "score_kde": [-2.0, 0.5, -1.0, -9.0], "clean_score_kde": [-1.0, 1.0, -3.0, 0.0],
+    })
+    out = summarize(frame, targeted=False)
+    assert out["detected_kde"] == pytest.approx(1 / 3)
+    assert out["false_positive_kde"] == pytest.approx(1 / 4)
+    assert out["more_natural_than_original_kde"] == pytest.approx(2 / 3)

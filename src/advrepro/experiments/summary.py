@@ -55,4 +55,7 @@ def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
             out[f"false_positive_{name}"] = float((frame[f"clean_{col}"] > 0).mean())
             out[f"mean_score_{name}"] = float(frame.loc[ok, col].mean())
             out[f"mean_clean_score_{name}"] = float(frame[f"clean_{col}"].mean())
+            # scored as more natural than its own original (KDE: a higher likelihood, cw2017 §5.2)
+            out[f"more_natural_than_original_{name}"] = float(
+                (frame.loc[ok, col] < frame.loc[ok, f"clean_{col}"]).mean())
     return out
