@@ -136,3 +136,17 @@ def test_a_complete_summary_is_returned_without_reading_the_records(tmp_path):
     del stored["fooled_classifier_rate"]
     store.write(pd.DataFrame({"success": [True]}), {}, stored, "")
     assert "fooled_classifier_rate" not in store.summary()  # old records lack the columns
+
+
+def test_cells_record_the_commit_their_process_started_with(monkeypatch):
+    """A commit made while a sweep runs must not be written into its later cells."""
+    from advrepro.experiments import runner
+
+    commits = iter(["aaaaaaa", "bbbbbbb"])
+    monkeypatch.setattr(runner, "current_commit", lambda: next(commits))
+    runner.code_commit.cache_clear()
+    try:
+        assert runner.code_commit() == "aaaaaaa"
+        assert runner.code_commit() == "aaaaaaa"
+    finally:
+        runner.code_commit.cache_clear()

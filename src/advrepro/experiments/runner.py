@@ -11,6 +11,8 @@ Every example is also scored by each detector of ``cfg.panel`` (the basis of tra
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import time
 from typing import Any
@@ -80,8 +82,16 @@ def _systems(cfg: DictConfig) -> tuple[Workbench, DefendedSystem, DefendedSystem
     return defender, attacked, evaluated
 
 
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str:
+    """The commit of the code this process runs, read at its first cell and kept: a multirun
+    keeps the modules it loaded, so a commit made while it runs does not describe its cells."""
+    return current_commit()
+
+
 def run_cell(cfg: DictConfig) -> dict[str, Any]:
     """Run (or skip, when already complete) the cell described by ``cfg``; return its summary."""
+    commit = code_commit()
     store, digest = cell_store(cfg)
     if store.is_complete(digest) and not cfg.get("force", False):
         log.info("cell %s is complete; skipping", store.directory)
@@ -140,7 +150,7 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
         attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
         classifier=classifier.cache_meta.get("key"),
         classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
-        device=str(bench.device), commit=current_commit(), system=evaluated.describe(),
+        device=str(bench.device), commit=commit, system=evaluated.describe(),
     )
     tensors = {"index": idx, "original": x.cpu(), "adversarial": adv.cpu(),
                "success": result.success.cpu()}
