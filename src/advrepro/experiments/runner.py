@@ -12,7 +12,6 @@ Every example is also scored by each detector of ``cfg.panel`` (the basis of tra
 from __future__ import annotations
 
 import functools
-
 import logging
 import time
 from typing import Any
