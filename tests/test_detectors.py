@@ -74,12 +74,32 @@ def test_dropout_uncertainty_is_a_fixed_function_of_the_image(tiny_model, tiny_s
     assert min(detector.draws.seeds) >= 1000
 
 
-@pytest.mark.parametrize("resnet", [False, True], ids=["cw_mnist", "resnet"])
-def test_dropout_samples_are_the_k_masked_networks(tiny_model, resnet):
+class _DropoutRegisteredLast(torch.nn.Module):
+    """Two dropout layers registered in the reverse of the order the forward pass uses them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late_dropout = torch.nn.Dropout(0.3)
+        self.early_dropout = torch.nn.Dropout(0.5)
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc1 = torch.nn.Linear(4 * 26 * 26, 32)
+        self.fc2 = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.early_dropout(torch.relu(self.conv(x)).flatten(1))
+        return self.fc2(self.late_dropout(torch.relu(self.fc1(h))))
+
+
+@pytest.mark.parametrize("model_name", ["cw_mnist", "resnet", "registered_out_of_order"])
+def test_dropout_samples_are_the_k_masked_networks(tiny_model, model_name):
     """The batched K x B pass (shared layers run once) gives, for each k, the network with
-    mask k applied at every dropout layer, run alone; its input gradient is theirs summed."""
+    mask k applied at every dropout layer, run alone; its input gradient is theirs summed.
+    Masks follow the order the forward pass reaches the layers, not their registration."""
     torch.manual_seed(0)
-    model = MetzenResNet(1, dropout=0.5).eval() if resnet else tiny_model
+    model = {"cw_mnist": lambda: tiny_model,
+             "resnet": lambda: MetzenResNet(1, dropout=0.5).eval(),
+             "registered_out_of_order": lambda: _DropoutRegisteredLast().eval()}[model_name]()
+    resnet = model_name == "resnet"
     x = torch.rand(5, *((3, 32, 32) if resnet else (1, 28, 28)), requires_grad=True)
     samples = DropoutSamples(model, [3, 4, 5])
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -93,9 +113,9 @@ def test_dropout_samples_are_the_k_masked_networks(tiny_model, resnet):
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     alone = []
     for k in range(3):
-        handles = [layer.register_forward_hook(
-            lambda mod, inp, out, mask=mask[k]: inp[0] * mask)
-            for layer, mask in zip(layers, samples._masks, strict=True)]
+        masks = [samples.mask(layer)[k] for layer in layers]
+        handles = [layer.register_forward_hook(lambda mod, inp, out, mask=mask: inp[0] * mask)
+                   for layer, mask in zip(layers, masks, strict=True)]
         alone.append(model(x))
         for h in handles:
             h.remove()
@@ -104,6 +124,8 @@ def test_dropout_samples_are_the_k_masked_networks(tiny_model, resnet):
     assert torch.allclose(logits, alone, atol=1e-5)
     alone.sum().backward()
     assert torch.allclose(batched_grad, x.grad, atol=1e-5)
+    with pytest.raises(KeyError, match="not a dropout layer"):
+        samples.mask(torch.nn.Dropout(0.5))
 
 
 def test_resnet_with_dropout_is_sampled_by_the_uncertainty_detector():

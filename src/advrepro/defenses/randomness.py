@@ -12,9 +12,10 @@ class DropoutSamples(nn.Module):
     ``forward`` runs all K networks in one batched pass and returns their logits as a
     ``K x B x classes`` tensor. The layers before the first dropout layer are the same in all K
     networks, so they run once on the B images; the batch becomes K x B at that layer. Each
-    network's masks are drawn per feature (one mask shared by
-    every image, as a fixed network is) from its own seed, layer after layer, and kept, so
-    Z_k(x) depends on neither the batch nor the call. Dropout layers must be in eval mode (they
+    network's masks are drawn per feature (one mask shared by every image, as a fixed network
+    is) from its own seed, layer after layer in the order the forward pass reaches them (which
+    need not be the order the layers were registered in), and kept, so Z_k(x) depends on
+    neither the batch nor the call. Dropout layers must be in eval mode (they
     are, for a cached classifier); the masks replace them, scaled by 1 / (1 - p).
 
     Summing an attack's loss over such samples is the expectation-over-randomness attack of
@@ -30,18 +31,27 @@ class DropoutSamples(nn.Module):
         self.layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         if not self.layers:
             raise ValueError(f"{type(model).__name__} has no dropout layer to sample")
-        self._masks: list[Tensor] = []
+        self._masks: dict[int, Tensor] = {}
 
-    def _mask(self, i: int, x_in: Tensor) -> Tensor:
-        """Layer ``i``'s masks (K x 1 x features), drawn the first time the layer is reached."""
-        if i == len(self._masks):
-            if i == 0:
+    def mask(self, layer: nn.Dropout) -> Tensor:
+        """The K networks' masks at ``layer`` (K x 1 x features, scaled by 1 / (1 - p));
+        drawn by the first forward pass."""
+        i = next((i for i, m in enumerate(self.layers) if m is layer), None)
+        if i is None or i not in self._masks:
+            raise KeyError(f"no mask for {layer!r}: not a dropout layer of the model, or no "
+                           "forward pass has reached it yet")
+        return self._masks[i]
+
+    def _draw(self, i: int, x_in: Tensor) -> Tensor:
+        """Layer ``i``'s masks, drawn from the K generators the first time it is reached."""
+        if i not in self._masks:
+            if not self._masks:
                 self._generators = [torch.Generator().manual_seed(s) for s in self.seeds]
             p = self.layers[i].p
             features = x_in.shape[1:]
             keep = torch.stack([torch.rand(features, generator=g) >= p
                                 for g in self._generators])
-            self._masks.append((keep.to(x_in.dtype) / (1 - p)).unsqueeze(1).to(x_in.device))
+            self._masks[i] = (keep.to(x_in.dtype) / (1 - p)).unsqueeze(1).to(x_in.device)
         return self._masks[i]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,7 +60,7 @@ class DropoutSamples(nn.Module):
         def hook(i: int):
             def apply(mod: nn.Module, inputs: tuple[Tensor], output: Tensor) -> Tensor:
                 x_in = inputs[0]
-                mask = self._mask(i, x_in)
+                mask = self._draw(i, x_in)
                 if x_in.shape[0] == b:  # first dropout layer: the K networks part here
                     return (x_in.unsqueeze(0) * mask).flatten(0, 1)
                 if x_in.shape[0] == k * b:
