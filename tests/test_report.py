@@ -30,9 +30,10 @@ def test_paper_values_carry_citations_and_are_looked_up():
     assert paper_value("he2017", "table3", "kde", "gong") == 0.96
     assert math.isnan(paper_value("he2017", "table1", "9", "mean_l2"))
     # a table cites the sources of the values it shows, not every value of the same group
-    cited = citation("cw2017", ["dropout"], [["dropout", "secured_cifar", "mean_l2"]])
+    cited = citation("cw2017", [["dropout", "secured_cifar", "mean_l2"]])
     assert cited == "cw2017 §6.1, perfect knowledge (CIFAR-10)"
-    assert "MNIST" in citation("cw2017", ["dropout"])
+    assert "MNIST" in citation("cw2017", "dropout")
+    assert citation("cw2017", "no_such_table") == ""
 
 
 def _cell(root, name, summary, records=None):

@@ -23,14 +23,14 @@ def paper_value(paper: str, table: str, row: str, column: str) -> float:
     return float(hit.value.iloc[0]) if len(hit) else float("nan")
 
 
-def citation(paper: str, table: str | list[str],
-             refs: list[list[str]] | None = None) -> str:
-    """The sources of the paper's values in ``table`` (or in several tables); with ``refs``
-    ([table, row, column] each) only the sources of those values."""
+def citation(paper: str, cited: str | list[list[str]]) -> str:
+    """The sources of the paper's values a table shows: all of paper table ``cited`` (a name),
+    or only the values ``cited`` lists ([table, row, column] each)."""
     df = paper_values()
-    tables = [table] if isinstance(table, str) else table
-    hit = df[(df.paper == paper) & (df.table.isin(tables))]
-    if refs is not None:
-        wanted = {tuple(str(part) for part in ref) for ref in refs}
+    hit = df[df.paper == paper]
+    if isinstance(cited, str):
+        hit = hit[hit.table == cited]
+    else:
+        wanted = {tuple(str(part) for part in ref) for ref in cited}
         hit = hit[[key in wanted for key in zip(hit.table, hit.row, hit.column, strict=True)]]
     return "; ".join(sorted(set(hit.source))) if len(hit) else ""

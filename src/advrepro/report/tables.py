@@ -81,15 +81,17 @@ class TableContext:
         return cells
 
     def write(self, paper: str, table: str, frame: pd.DataFrame, title: str, notes: str,
-              extra_md: str = "", citation_of: str | list[str] | None = None,
-              cited_values: list[list[str]] | None = None) -> Path:
+              extra_md: str = "", cited: str | list[list[str]] | None = None) -> Path:
+        """Write ``frame`` as CSV and Markdown; the header cites the paper values it shows:
+        ``cited`` is a paper table's name (all its values; default ``table``) or a list of
+        [table, row, column] references."""
         out = Path(self.tables_dir) / paper
         csv_path = out / f"{table}.csv"
         atomic_write_text(csv_path, frame.to_csv(index=False))
         header = [
             f"# {title}",
             "",
-            f"Paper values: {citation(paper, citation_of or table, cited_values) or 'see notes'}.",
+            f"Paper values: {citation(paper, cited or table) or 'see notes'}.",
             f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
             f"at commit `{current_commit()}`" + (f" by `{self.command}`." if self.command else "."),
             "",
@@ -172,7 +174,7 @@ class SweepTable:
         order = self._order(frame["row"].tolist())
         frame = frame.set_index("row").loc[order].reset_index()
         name = self.output or self.table
-        ctx.write(self.paper, name, frame, self.title, self.notes, citation_of=self.table)
+        ctx.write(self.paper, name, frame, self.title, self.notes, cited=self.table)
         if self.plot_metric in self.metrics and len(frame) > 1:
             paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
                                ctx.figure_path(self.paper, name))
@@ -300,5 +302,5 @@ class CellTable:
         frame = pd.DataFrame(out)
         refs = [r["paper"] for r in self.rows if r.get("paper")]
         ctx.write(self.paper, self.output or self.table, frame, self.title, self.notes,
-                  citation_of=sorted({ref[0] for ref in refs}), cited_values=refs)
+                  cited=refs)
         return frame
