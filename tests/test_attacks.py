@@ -14,12 +14,15 @@ from advrepro.attacks import (
     margin_loss,
 )
 from advrepro.attacks.cw import _BatchedAdam
+from advrepro.attacks.resume import resumable
 from advrepro.attacks.objectives import ExpectationObjective
 from advrepro.defenses.detectors import BinaryDetector, DetectorDefense
 from advrepro.defenses.preprocessing import SqueezedClassifier
 from advrepro.defenses.randomness import DropoutSamples
 from advrepro.defenses.squeezers import BitDepthReduction
 from advrepro.defenses.system import DefendedSystem
+from advrepro.errors import CheckpointError
+from advrepro.io import safe_torch_load
 
 CW = dict(binary_search_steps=5, max_iterations=150, learning_rate=0.1, initial_const=1.0,
           progress=False)
@@ -213,3 +216,67 @@ def test_gumbel_parameterisation_searches_quantised_images(tiny_model, tiny_samp
     bound = (BitDepthReduction(2)(x) - x).flatten(1).norm(dim=1)[result.success]
     assert (result.l2[result.success] >= bound - 1e-5).all()
     assert math.isfinite(result.mean_l2())
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _counting(objective, stop_after: float = math.inf):
+    """``objective`` that counts its calls and raises :class:`_Interrupted` past ``stop_after``."""
+    calls = [0]
+
+    def counted(x_adv, labels):
+        calls[0] += 1
+        if calls[0] > stop_after:
+            raise _Interrupted
+        return objective(x_adv, labels)
+
+    return counted, calls
+
+
+@pytest.mark.parametrize("gumbel", [False, True], ids=["tanh", "gumbel"])
+def test_interrupted_cw_resumes_to_the_uninterrupted_result(tiny_model, tiny_sample, tmp_path,
+                                                            gumbel):
+    """Killed mid-search and rerun in the same directory, C&W continues from its last finished
+    binary-search step (its generators restored: random restarts, Gumbel samples) and returns
+    exactly what an uninterrupted run returns, without redoing the finished steps."""
+    x, y = tiny_sample[0][:6], tiny_sample[1][:6]
+    settings = {**CW, "binary_search_steps": 3, "max_iterations": 30, "restarts": 2,
+                "random_start": 0.05}
+    if gumbel:
+        settings["parameterization"] = GumbelQuantized(bits=2)
+    attack = CarliniWagnerL2(**settings)
+    objective = DefendedSystem(tiny_model).objective(False)
+
+    torch.manual_seed(0)
+    counted, full_calls = _counting(objective)
+    full = attack(counted, x, y)
+
+    torch.manual_seed(0)
+    interrupted, _ = _counting(objective, stop_after=full_calls[0] // 2)
+    with pytest.raises(_Interrupted), resumable(tmp_path):
+        attack(interrupted, x, y)
+    (state_file,) = tmp_path.glob("*.pt")
+    steps_done = safe_torch_load(state_file)["steps_done"]
+    assert 0 < steps_done < 6
+
+    torch.manual_seed(0)
+    counted, resumed_calls = _counting(objective)
+    with resumable(tmp_path) as session:
+        resumed = attack(counted, x, y)
+    assert session.resumed_seconds > 0
+    assert resumed_calls[0] < full_calls[0]  # the finished steps were not run again
+    assert torch.equal(resumed.adversarial, full.adversarial)
+    assert torch.equal(resumed.success, full.success)
+    assert torch.equal(resumed.restart, full.restart)
+    assert torch.allclose(resumed.const, full.const, equal_nan=True)
+    assert resumed.iterations == full.iterations
+
+    # other settings do not pick up this state; a corrupt state file is named, with the remedy
+    with resumable(tmp_path):
+        CarliniWagnerL2(**{**settings, "max_iterations": 5})(objective, x, y)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    state_file.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="restart this attack"), resumable(tmp_path):
+        attack(objective, x, y)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, compose_cfg, tiny_overrides
 
+from advrepro.attacks import CarliniWagnerL2
 from advrepro.experiments import runner
 from advrepro.experiments.runner import cell_store, run_cell
 from advrepro.experiments.store import CellStore
@@ -40,6 +41,7 @@ def test_finished_cell_is_skipped_and_changed_config_recomputed(tmp_path, monkey
 
     monkeypatch.setattr(runner, "_systems", boom)
     assert run_cell(cfg) == first
+    assert not (cell_store(cfg)[0].directory / "partial").exists()  # attack state removed
     changed = compose_cfg("attack", tiny_overrides(tmp_path, FAST + ["defense=bit_depth",
                                                                       "defense.bits=3"]))
     with pytest.raises(AssertionError, match="must not be attacked"):
@@ -68,7 +70,44 @@ def test_killed_sweep_recomputes_no_finished_cell(tmp_path):
     assert len(after) == 4
     for name, mtime in done.items():
         assert after[name] == mtime, f"finished cell {name} was recomputed"
+    assert not list(runs.glob("*/partial"))  # the killed cell's attack state is gone
     assert json.loads((runs / first["cell"] / "summary.json").read_text()) == first
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_interrupted_cell_resumes_its_attack(tmp_path, monkeypatch):
+    """A cell stopped during its third binary-search step keeps the two finished steps; the
+    rerun continues from there and writes what an uninterrupted run writes."""
+    base = FAST + ["defense=bit_depth", "defense.bits=1", "attack.restarts=2",
+                   "attack.random_start=0.05"]
+    reference_cfg = compose_cfg("attack", tiny_overrides(tmp_path, base + [
+        "experiment_name=reference"]))
+    reference = run_cell(reference_cfg)
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, base + ["experiment_name=resumed"]))
+    optimise = CarliniWagnerL2._optimise
+    steps: list[int] = []
+
+    def stop_in_third_step(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise _Stopped
+        return optimise(self, *args, **kwargs)
+
+    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_third_step)
+    with pytest.raises(_Stopped):
+        run_cell(cfg)
+    store = cell_store(cfg)[0]
+    assert not store.summary_path.exists()
+    assert len(list(store.directory.glob("partial/*/*.pt"))) == 1
+    monkeypatch.undo()
+    resumed = run_cell(cfg)
+    assert not (store.directory / "partial").exists()
+    for key in ("success_rate", "mean_l2", "attack_iterations", "n_images"):
+        assert resumed[key] == reference[key], key
+    pd.testing.assert_frame_equal(store.records(), cell_store(reference_cfg)[0].records())
 
 
 @pytest.mark.parametrize("threat", ["zero", "limited"])
@@ -140,8 +179,6 @@ def test_a_complete_summary_is_returned_without_reading_the_records(tmp_path):
 
 def test_cells_record_the_commit_their_process_started_with(monkeypatch):
     """A commit made while a sweep runs must not be written into its later cells."""
-    from advrepro.experiments import runner
-
     commits = iter(["aaaaaaa", "bbbbbbb"])
     monkeypatch.setattr(runner, "current_commit", lambda: next(commits))
     runner.code_commit.cache_clear()

@@ -46,8 +46,9 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(..., weights_only=True)`` with a clear error for missing or corrupt files."""
+def safe_torch_load(path: str | os.PathLike, remedy: str = "delete it to retrain") -> Any:
+    """``torch.load(..., weights_only=True)`` with a clear error for missing or corrupt files;
+    ``remedy`` tells the user what to do about a corrupt one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -56,5 +57,5 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     except Exception as err:  # truncated zip, unpickling error, foreign object, ...
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); delete it to retrain"
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); {remedy}"
         ) from None

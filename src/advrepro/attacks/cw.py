@@ -11,7 +11,9 @@ that fools the exact system, over all constants and restarts, is kept.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from advrepro.attacks.base import AttackResult
 from advrepro.attacks.objectives import Objective
 from advrepro.attacks.parameterizations import TanhBox
+from advrepro.attacks.resume import attack_state
 
 
 @dataclass
@@ -92,37 +95,62 @@ class CarliniWagnerL2:
     def __call__(self, objective: Objective, x: Tensor, labels: Tensor,
                  start: Tensor | None = None) -> AttackResult:
         """Attack ``x``; the optimisation begins at ``start`` (default ``x``) for every
-        constant, while distortion is always measured from ``x``."""
+        constant, while distortion is always measured from ``x``. Inside
+        :func:`~advrepro.attacks.resume.resumable` the search resumes from its saved state."""
         n = x.shape[0]
         device = x.device
+        start = x if start is None else start
         gen = torch.Generator().manual_seed(self.seed)
-        best_l2 = torch.full((n,), math.inf, device=device)
-        best_adv = x.clone()
-        best_const = torch.full((n,), math.nan, device=device)
-        best_restart = torch.full((n,), -1, dtype=torch.long, device=device)
-        total_iters = 0
+        state = {
+            "steps_done": 0, "iterations": 0, "seconds": 0.0,
+            "best_l2": torch.full((n,), math.inf, device=device), "best_adv": x.clone(),
+            "best_const": torch.full((n,), math.nan, device=device),
+            "best_restart": torch.full((n,), -1, dtype=torch.long, device=device),
+            "const": torch.full((n,), self.initial_const, device=device),
+            "lower": torch.zeros(n, device=device), "upper": torch.full((n,), 1e10, device=device),
+        }
+        saved_state = attack_state([x, labels, start], self._settings())
+        saved = saved_state.load() if saved_state else None
+        if saved is not None:
+            state.update({k: v.to(device) if isinstance(v, Tensor) else v
+                          for k, v in saved.items() if k in state})
+            gen.set_state(saved["generator"])
+        began, seconds_before = time.time(), float(state["seconds"])
         steps = self.restarts * self.binary_search_steps
-        bar = tqdm(total=steps, desc="C&W L2", disable=not self.progress, leave=False)
-        for restart in range(self.restarts):
-            const = torch.full((n,), self.initial_const, device=device)
-            lower = torch.zeros(n, device=device)
-            upper = torch.full((n,), 1e10, device=device)
-            for _ in range(self.binary_search_steps):
-                radius = self.random_start if restart > 0 else 0.0
-                found, iters = self._optimise(
-                    objective, x, x if start is None else start, labels, const, radius, gen,
-                    best_l2, best_adv, best_const, best_restart, restart,
-                )
-                total_iters += iters
-                upper = torch.where(found, torch.minimum(upper, const), upper)
-                lower = torch.where(found, lower, torch.maximum(lower, const))
-                bounded = upper < 1e9
-                const = torch.where(bounded, (lower + upper) / 2, const * 10)
-                bar.update(1)
-                bar.set_postfix(success=f"{float((best_l2 < math.inf).float().mean()):.2f}")
+        bar = tqdm(total=steps, initial=state["steps_done"], desc="C&W L2",
+                   disable=not self.progress, leave=False)
+        best = (state["best_l2"], state["best_adv"], state["best_const"], state["best_restart"])
+        for step in range(state["steps_done"], steps):
+            restart, step_in_restart = divmod(step, self.binary_search_steps)
+            if step_in_restart == 0:
+                state["const"] = torch.full((n,), self.initial_const, device=device)
+                state["lower"] = torch.zeros(n, device=device)
+                state["upper"] = torch.full((n,), 1e10, device=device)
+            const, lower, upper = state["const"], state["lower"], state["upper"]
+            radius = self.random_start if restart > 0 else 0.0
+            found, iters = self._optimise(objective, x, start, labels, const, radius, gen,
+                                          *best, restart)
+            upper = torch.where(found, torch.minimum(upper, const), upper)
+            lower = torch.where(found, lower, torch.maximum(lower, const))
+            bounded = upper < 1e9
+            state.update(const=torch.where(bounded, (lower + upper) / 2, const * 10),
+                         lower=lower, upper=upper, steps_done=step + 1,
+                         iterations=state["iterations"] + iters,
+                         seconds=seconds_before + time.time() - began)
+            if saved_state:
+                saved_state.save({**state, "generator": gen.get_state()})
+            bar.update(1)
+            bar.set_postfix(success=f"{float((best[0] < math.inf).float().mean()):.2f}")
         bar.close()
-        success = best_l2 < math.inf
-        return AttackResult(x, best_adv, success, best_const, best_restart, total_iters)
+        best_l2, best_adv, best_const, best_restart = best
+        return AttackResult(x, best_adv, best_l2 < math.inf, best_const, best_restart,
+                            int(state["iterations"]))
+
+    def _settings(self) -> dict[str, Any]:
+        """Everything that shapes the search (the resume key); not the progress bar."""
+        param = self.parameterization
+        return {k: v for k, v in vars(self).items() if k not in ("progress", "parameterization")
+                } | {"parameterization": (type(param).__name__, sorted(vars(param).items()))}
 
     def _optimise(
         self, objective: Objective, x: Tensor, start: Tensor, labels: Tensor, const: Tensor,

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from advrepro.attacks.objectives import is_fooled
+from advrepro.attacks.resume import resumable
 from advrepro.data.sampling import random_targets, sample_correctly_classified
 from advrepro.defenses.builders import NoDefense, build_detector
 from advrepro.defenses.system import DefendedSystem, batched
@@ -109,8 +110,9 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     attack = instantiate(cfg.attack)
     torch.manual_seed(int(cfg.seed))  # any randomness drawn from the global RNG (Gumbel samples)
     start = time.time()
-    result = attack.run(attacked, x, labels, targeted)
-    seconds = time.time() - start
+    with resumable(store.partial_dir(digest)) as resumed:  # an interrupted cell continues
+        result = attack.run(attacked, x, labels, targeted)
+    seconds = time.time() - start + resumed.resumed_seconds
 
     adv = result.adversarial
     predicted = batched(evaluated.predict, adv)

@@ -3,14 +3,17 @@
     <runs_dir>/<experiment>/<cell>/records.csv    per-example records
                                   /adversarial.pt  originals and adversarial examples
                                   /summary.json    written last: its presence marks completion
+                                  /partial/<hash>/ the running attack's state (removed at the end)
 
-A sweep killed mid-way and rerun finds the finished cells (same config hash) and skips them.
+A sweep killed mid-way and rerun finds the finished cells (same config hash) and skips them;
+the cell it was in resumes its attack from the last finished binary-search step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +62,22 @@ class CellStore:
     def tensors(self) -> dict[str, Any]:
         return safe_torch_load(self.directory / "adversarial.pt")
 
+    def partial_dir(self, digest: str) -> Path:
+        """Where the attack of this cell's configuration ``digest`` keeps its resumable state
+        while it runs (:mod:`advrepro.attacks.resume`); removed once the cell is written."""
+        return self.directory / "partial" / digest
+
     def write(self, records: pd.DataFrame, tensors: dict[str, Any], summary: dict[str, Any],
               config: str) -> None:
-        """Write everything; the summary goes last so a partial cell never looks complete."""
+        """Write everything; the summary goes last so a partial cell never looks complete.
+        The attack's resumable state goes after it: it is no longer needed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.summary_path.unlink(missing_ok=True)
         atomic_write_text(self.directory / "config.yaml", config)
         atomic_write_text(self.directory / "records.csv", records.to_csv(index=False))
         atomic_torch_save(self.directory / "adversarial.pt", tensors)
         atomic_write_json(self.summary_path, summary)
+        shutil.rmtree(self.directory / "partial", ignore_errors=True)
 
 
 def completed_cells(experiment_dir: str | Path) -> list[CellStore]:
