@@ -11,6 +11,7 @@ from advrepro.attacks import (
     IterativeFGSM,
     LeastLikelyFGSM,
     RandFGSM,
+    TwoPhaseCarliniWagnerL2,
     margin_loss,
 )
 from advrepro.attacks.cw import _BatchedAdam
@@ -222,61 +223,90 @@ class _Interrupted(Exception):
     pass
 
 
-def _counting(objective, stop_after: float = math.inf):
-    """``objective`` that counts its calls and raises :class:`_Interrupted` past ``stop_after``."""
-    calls = [0]
+def _count_steps(attack: CarliniWagnerL2, stop_at: float = math.inf) -> list[int]:
+    """Count ``attack``'s binary-search steps; raise :class:`_Interrupted` in step ``stop_at``."""
+    steps = [0]
+    optimise = attack._optimise
 
-    def counted(x_adv, labels):
-        calls[0] += 1
-        if calls[0] > stop_after:
+    def counted(*args, **kwargs):
+        steps[0] += 1
+        if steps[0] >= stop_at:
             raise _Interrupted
-        return objective(x_adv, labels)
+        return optimise(*args, **kwargs)
 
-    return counted, calls
+    attack._optimise = counted
+    return steps
+
+
+def _cw(**overrides) -> CarliniWagnerL2:
+    return CarliniWagnerL2(**{**CW, "binary_search_steps": 3, "max_iterations": 30,
+                              "restarts": 2, "random_start": 0.05, **overrides})
+
+
+def _assert_same_result(a, b) -> None:
+    assert torch.equal(a.adversarial, b.adversarial)
+    assert torch.equal(a.success, b.success)
+    assert torch.equal(a.restart, b.restart)
+    assert torch.allclose(a.const, b.const, equal_nan=True)
+    assert a.iterations == b.iterations
 
 
 @pytest.mark.parametrize("gumbel", [False, True], ids=["tanh", "gumbel"])
 def test_interrupted_cw_resumes_to_the_uninterrupted_result(tiny_model, tiny_sample, tmp_path,
                                                             gumbel):
-    """Killed mid-search and rerun in the same directory, C&W continues from its last finished
-    binary-search step (its generators restored: random restarts, Gumbel samples) and returns
-    exactly what an uninterrupted run returns, without redoing the finished steps."""
+    """Killed in the second step of its second restart and rerun in the same directory, C&W
+    continues from its last finished step (bounds, constants and generators restored: random
+    restarts, Gumbel samples) and returns exactly what an uninterrupted run returns."""
     x, y = tiny_sample[0][:6], tiny_sample[1][:6]
-    settings = {**CW, "binary_search_steps": 3, "max_iterations": 30, "restarts": 2,
-                "random_start": 0.05}
-    if gumbel:
-        settings["parameterization"] = GumbelQuantized(bits=2)
-    attack = CarliniWagnerL2(**settings)
+    extra = {"parameterization": GumbelQuantized(bits=2)} if gumbel else {}
     objective = DefendedSystem(tiny_model).objective(False)
+    torch.manual_seed(0)
+    full = _cw(**extra)(objective, x, y)
 
     torch.manual_seed(0)
-    counted, full_calls = _counting(objective)
-    full = attack(counted, x, y)
-
-    torch.manual_seed(0)
-    interrupted, _ = _counting(objective, stop_after=full_calls[0] // 2)
+    interrupted = _cw(**extra)
+    _count_steps(interrupted, stop_at=5)
     with pytest.raises(_Interrupted), resumable(tmp_path):
-        attack(interrupted, x, y)
+        interrupted(objective, x, y)
     (state_file,) = tmp_path.glob("*.pt")
-    steps_done = safe_torch_load(state_file)["steps_done"]
-    assert 0 < steps_done < 6
+    assert safe_torch_load(state_file)["steps_done"] == 4
 
-    torch.manual_seed(0)
-    counted, resumed_calls = _counting(objective)
+    torch.manual_seed(1)  # the saved state, not the caller's seed, sets the RNG
+    resumed_attack = _cw(**extra)
+    steps = _count_steps(resumed_attack)
     with resumable(tmp_path) as session:
-        resumed = attack(counted, x, y)
-    assert session.resumed_seconds > 0
-    assert resumed_calls[0] < full_calls[0]  # the finished steps were not run again
-    assert torch.equal(resumed.adversarial, full.adversarial)
-    assert torch.equal(resumed.success, full.success)
-    assert torch.equal(resumed.restart, full.restart)
-    assert torch.allclose(resumed.const, full.const, equal_nan=True)
-    assert resumed.iterations == full.iterations
+        resumed = resumed_attack(objective, x, y)
+    assert steps[0] == 2 and session.resumed_seconds > 0  # only the two unfinished steps ran
+    _assert_same_result(resumed, full)
 
     # other settings do not pick up this state; a corrupt state file is named, with the remedy
     with resumable(tmp_path):
-        CarliniWagnerL2(**{**settings, "max_iterations": 5})(objective, x, y)
+        _cw(**extra, max_iterations=5)(objective, x, y)
     assert len(list(tmp_path.glob("*.pt"))) == 2
     state_file.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="restart this attack"), resumable(tmp_path):
-        attack(objective, x, y)
+        _cw(**extra)(objective, x, y)
+
+
+def test_interrupted_two_phase_attack_resumes_in_its_second_phase(tiny_model, tiny_sample,
+                                                                   tmp_path):
+    """cw2017 §5.2's two C&W searches are two resumable calls: stopped in phase two, the rerun
+    takes phase one's result from its state and continues phase two."""
+    x, y = tiny_sample[0][:6], tiny_sample[1][:6]
+    system = DefendedSystem(tiny_model)
+
+    def two_phase() -> TwoPhaseCarliniWagnerL2:
+        return TwoPhaseCarliniWagnerL2(_cw(restarts=1), _cw(restarts=1, initial_const=0.5))
+
+    full = two_phase().run(system, x, y, False)
+    interrupted = two_phase()
+    _count_steps(interrupted.second, stop_at=2)
+    with pytest.raises(_Interrupted), resumable(tmp_path):
+        interrupted.run(system, x, y, False)
+    resumed_attack = two_phase()
+    first_steps = _count_steps(resumed_attack.first)
+    second_steps = _count_steps(resumed_attack.second)
+    with resumable(tmp_path):
+        resumed = resumed_attack.run(system, x, y, False)
+    assert (first_steps[0], second_steps[0]) == (0, 2)
+    _assert_same_result(resumed, full)

@@ -79,8 +79,9 @@ class _Stopped(Exception):
 
 
 def test_interrupted_cell_resumes_its_attack(tmp_path, monkeypatch):
-    """A cell stopped during its third binary-search step keeps the two finished steps; the
-    rerun continues from there and writes what an uninterrupted run writes."""
+    """A cell stopped during its fourth binary-search step (the second of its second restart)
+    keeps the three finished steps; the rerun runs only the fourth and writes what an
+    uninterrupted run writes."""
     base = FAST + ["defense=bit_depth", "defense.bits=1", "attack.restarts=2",
                    "attack.random_start=0.05"]
     reference_cfg = compose_cfg("attack", tiny_overrides(tmp_path, base + [
@@ -90,20 +91,21 @@ def test_interrupted_cell_resumes_its_attack(tmp_path, monkeypatch):
     optimise = CarliniWagnerL2._optimise
     steps: list[int] = []
 
-    def stop_in_third_step(self, *args, **kwargs):
+    def stop_in_fourth_step(self, *args, **kwargs):
         steps.append(1)
-        if len(steps) == 3:
+        if len(steps) == 4:
             raise _Stopped
         return optimise(self, *args, **kwargs)
 
-    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_third_step)
+    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_fourth_step)
     with pytest.raises(_Stopped):
         run_cell(cfg)
     store = cell_store(cfg)[0]
     assert not store.summary_path.exists()
     assert len(list(store.directory.glob("partial/*/*.pt"))) == 1
-    monkeypatch.undo()
+    steps.clear()
     resumed = run_cell(cfg)
+    assert len(steps) == 1  # only the unfinished step ran
     assert not (store.directory / "partial").exists()
     for key in ("success_rate", "mean_l2", "attack_iterations", "n_images"):
         assert resumed[key] == reference[key], key

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from advrepro.attacks.base import AttackResult
 from advrepro.attacks.objectives import Objective
 from advrepro.attacks.parameterizations import TanhBox
-from advrepro.attacks.resume import attack_state
+from advrepro.attacks.resume import attack_checkpoint
 
 
 @dataclass
@@ -109,12 +109,12 @@ class CarliniWagnerL2:
             "const": torch.full((n,), self.initial_const, device=device),
             "lower": torch.zeros(n, device=device), "upper": torch.full((n,), 1e10, device=device),
         }
-        saved_state = attack_state([x, labels, start], self._settings())
-        saved = saved_state.load() if saved_state else None
-        if saved is not None:
+        checkpoint = attack_checkpoint([x, labels, start], self._settings())
+        loaded = checkpoint.load() if checkpoint is not None else None
+        if loaded is not None:
             state.update({k: v.to(device) if isinstance(v, Tensor) else v
-                          for k, v in saved.items() if k in state})
-            gen.set_state(saved["generator"])
+                          for k, v in loaded.items() if k in state})
+            gen.set_state(loaded["generator"])
         began, seconds_before = time.time(), float(state["seconds"])
         steps = self.restarts * self.binary_search_steps
         bar = tqdm(total=steps, initial=state["steps_done"], desc="C&W L2",
@@ -137,8 +137,8 @@ class CarliniWagnerL2:
                          lower=lower, upper=upper, steps_done=step + 1,
                          iterations=state["iterations"] + iters,
                          seconds=seconds_before + time.time() - began)
-            if saved_state:
-                saved_state.save({**state, "generator": gen.get_state()})
+            if checkpoint is not None:
+                checkpoint.save({**state, "generator": gen.get_state()})
             bar.update(1)
             bar.set_postfix(success=f"{float((best[0] < math.inf).float().mean()):.2f}")
         bar.close()
@@ -147,10 +147,14 @@ class CarliniWagnerL2:
                             int(state["iterations"]))
 
     def _settings(self) -> dict[str, Any]:
-        """Everything that shapes the search (the resume key); not the progress bar."""
+        """The numbers that shape the search (part of the resume key), and the
+        parameterization's type and numbers; not the progress bar."""
         param = self.parameterization
-        return {k: v for k, v in vars(self).items() if k not in ("progress", "parameterization")
-                } | {"parameterization": (type(param).__name__, sorted(vars(param).items()))}
+        numbers = (bool, int, float, str)
+        return {k: v for k, v in vars(self).items()
+                if isinstance(v, numbers) and k != "progress"} | {
+            "parameterization": (type(param).__name__, sorted(
+                (k, v) for k, v in vars(param).items() if isinstance(v, numbers)))}
 
     def _optimise(
         self, objective: Objective, x: Tensor, start: Tensor, labels: Tensor, const: Tensor,

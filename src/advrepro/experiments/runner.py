@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import time
 from typing import Any
 
@@ -110,9 +111,12 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     attack = instantiate(cfg.attack)
     torch.manual_seed(int(cfg.seed))  # any randomness drawn from the global RNG (Gumbel samples)
     start = time.time()
-    with resumable(store.partial_dir(digest)) as resumed:  # an interrupted cell continues
-        result = attack.run(attacked, x, labels, targeted)
-    seconds = time.time() - start + resumed.resumed_seconds
+    partial = store.partial_dir(digest)
+    if cfg.get("force", False):
+        shutil.rmtree(partial, ignore_errors=True)
+    with resumable(partial, key=str(classifier.cache_meta.get("key"))) as session:
+        result = attack.run(attacked, x, labels, targeted)  # an interrupted cell continues
+    seconds = time.time() - start + session.resumed_seconds
 
     adv = result.adversarial
     predicted = batched(evaluated.predict, adv)

@@ -91,7 +91,7 @@ class TableContext:
         header = [
             f"# {title}",
             "",
-            f"Paper values: {citation(paper, cited or table) or 'see notes'}.",
+            f"Paper values: {citation(paper, table if cited is None else cited) or 'see notes'}.",
             f"Scale: `{self.scale}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
             f"at commit `{current_commit()}`" + (f" by `{self.command}`." if self.command else "."),
             "",
