@@ -60,6 +60,22 @@ def test_sweep_table_sets_paper_ours_and_delta_side_by_side(tmp_path):
     assert (tmp_path / "f" / "he2017" / "table1.png").is_file()
 
 
+def test_sweep_table_cites_only_the_paper_values_its_rows_show(tmp_path):
+    """The MNIST rows of he2017's squeezing results cite §3.1.1 / §3.2 on MNIST, not the
+    CIFAR-10 values of the same paper table."""
+    runs = tmp_path / "runs" / "he2017" / "squeezing_mnist"
+    _cell(runs, "undefended__x", {"success_rate": 1.0, "mean_l2": 1.2})
+    _cell(runs, "feature_squeezing__x", {"success_rate": 0.8, "mean_l2": 2.5})
+    ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
+    SweepTable("he2017", "squeezing_combined", "he2017/squeezing_mnist", "T",
+               ["success_rate", "mean_l2"], output="squeezing_mnist",
+               row_names={"undefended": "mnist_undefended",
+                          "feature_squeezing": "mnist_feature_squeezing"}).build(ctx)
+    header = (tmp_path / "t" / "he2017" / "squeezing_mnist.md").read_text().splitlines()[2]
+    assert "on MNIST" in header and "8-bit row of Table 1" in header
+    assert "CIFAR" not in header
+
+
 def test_transfer_matrix_counts_undetected_source_successes(tmp_path):
     runs = tmp_path / "runs" / "exp"
     for src, scores in {"gong": ([-1, -1], [1, -1]), "metzen": ([1, 1], [-1, -1])}.items():

@@ -154,7 +154,7 @@ class SweepTable:
     def build(self, ctx: TableContext) -> pd.DataFrame:
         experiments = [self.experiment] if isinstance(self.experiment, str) else self.experiment
         cells = [c for e in experiments for c in ctx.cells(e)]
-        rows = []
+        rows, cited = [], []
         for cell in cells:
             s = cell.summary()
             label = self.label(s)
@@ -164,6 +164,8 @@ class SweepTable:
             for m in self.metrics:
                 ours = float(s.get(m, float("nan")))
                 paper = paper_value(self.paper, self.table, label, m)
+                if not math.isnan(paper):
+                    cited.append([self.table, label, m])
                 row[f"{m}_paper"] = paper
                 row[f"{m}_ours"] = ours
                 row[f"{m}_delta"] = ours - paper
@@ -174,7 +176,7 @@ class SweepTable:
         order = self._order(frame["row"].tolist())
         frame = frame.set_index("row").loc[order].reset_index()
         name = self.output or self.table
-        ctx.write(self.paper, name, frame, self.title, self.notes, cited=self.table)
+        ctx.write(self.paper, name, frame, self.title, self.notes, cited=cited)
         if self.plot_metric in self.metrics and len(frame) > 1:
             paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
                                ctx.figure_path(self.paper, name))
