@@ -106,8 +106,7 @@ class CarliniWagnerL2:
             "best_l2": torch.full((n,), math.inf, device=device), "best_adv": x.clone(),
             "best_const": torch.full((n,), math.nan, device=device),
             "best_restart": torch.full((n,), -1, dtype=torch.long, device=device),
-            "const": torch.full((n,), self.initial_const, device=device),
-            "lower": torch.zeros(n, device=device), "upper": torch.full((n,), 1e10, device=device),
+            **self._new_search(n, device),
         }
         checkpoint = attack_checkpoint([x, labels, start], self._settings())
         loaded = checkpoint.load() if checkpoint is not None else None
@@ -123,9 +122,7 @@ class CarliniWagnerL2:
         for step in range(state["steps_done"], steps):
             restart, step_in_restart = divmod(step, self.binary_search_steps)
             if step_in_restart == 0:
-                state["const"] = torch.full((n,), self.initial_const, device=device)
-                state["lower"] = torch.zeros(n, device=device)
-                state["upper"] = torch.full((n,), 1e10, device=device)
+                state.update(self._new_search(n, device))
             const, lower, upper = state["const"], state["lower"], state["upper"]
             radius = self.random_start if restart > 0 else 0.0
             found, iters = self._optimise(objective, x, start, labels, const, radius, gen,
@@ -145,6 +142,12 @@ class CarliniWagnerL2:
         best_l2, best_adv, best_const, best_restart = best
         return AttackResult(x, best_adv, best_l2 < math.inf, best_const, best_restart,
                             int(state["iterations"]))
+
+    def _new_search(self, n: int, device: torch.device) -> dict[str, Tensor]:
+        """A binary search's start: constant c0 and open bounds for every image."""
+        return {"const": torch.full((n,), self.initial_const, device=device),
+                "lower": torch.zeros(n, device=device),
+                "upper": torch.full((n,), 1e10, device=device)}
 
     def _settings(self) -> dict[str, Any]:
         """The numbers that shape the search (part of the resume key), and the

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import time
 from typing import Any
 
@@ -111,10 +110,10 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     attack = instantiate(cfg.attack)
     torch.manual_seed(int(cfg.seed))  # any randomness drawn from the global RNG (Gumbel samples)
     start = time.time()
-    partial = store.partial_dir(digest)
     if cfg.get("force", False):
-        shutil.rmtree(partial, ignore_errors=True)
-    with resumable(partial, key=str(classifier.cache_meta.get("key"))) as session:
+        store.discard_partial()
+    with resumable(store.partial_dir(digest),
+                   key=str(classifier.cache_meta.get("key"))) as session:
         result = attack.run(attacked, x, labels, targeted)  # an interrupted cell continues
     seconds = time.time() - start + session.resumed_seconds
 

@@ -67,6 +67,10 @@ class CellStore:
         while it runs (:mod:`advrepro.attacks.resume`); removed once the cell is written."""
         return self.directory / "partial" / digest
 
+    def discard_partial(self) -> None:
+        """Remove every saved attack state of this cell."""
+        shutil.rmtree(self.directory / "partial", ignore_errors=True)
+
     def write(self, records: pd.DataFrame, tensors: dict[str, Any], summary: dict[str, Any],
               config: str) -> None:
         """Write everything; the summary goes last so a partial cell never looks complete.
@@ -77,7 +81,7 @@ class CellStore:
         atomic_write_text(self.directory / "records.csv", records.to_csv(index=False))
         atomic_torch_save(self.directory / "adversarial.pt", tensors)
         atomic_write_json(self.summary_path, summary)
-        shutil.rmtree(self.directory / "partial", ignore_errors=True)
+        self.discard_partial()
 
 
 def completed_cells(experiment_dir: str | Path) -> list[CellStore]:
