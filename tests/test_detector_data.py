@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import compose_cfg, tiny_overrides
 
-from advrepro.defenses.detector_data import adversarial_training_set, rounded_to_8bit
+from advrepro.attacks import CarliniWagnerL2
+from advrepro.defenses.detector_data import (
+    adversarial_training_set,
+    detector_data_path,
+    rounded_to_8bit,
+)
 from advrepro.experiments.workbench import Workbench
 
 
@@ -24,3 +30,40 @@ def test_rounded_examples_are_8bit_images_that_still_fool_the_classifier(tiny_be
     with torch.no_grad():
         # every kept example still reaches its (random, different) target after rounding
         assert (tiny_model(adversarial).argmax(1) != tiny_model(natural).argmax(1)).all()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_interrupted_detector_data_resumes_to_the_uninterrupted_result(tiny_bench, tmp_path,
+                                                                       monkeypatch):
+    """Generation stopped in the second step of its second batch keeps the first batch and the
+    finished step; the rerun runs one step and stores what an uninterrupted run stores."""
+    training = ["train.max_steps=-1", "train.epochs=40", "train.batch_size=32",
+                "scale.detector_train_images=40", "scale.detector_attack_steps=2",
+                f"paths.cache_dir={tiny_bench.cfg.paths.cache_dir}"]
+    bench = Workbench(compose_cfg("attack", tiny_overrides(tmp_path, training)))
+    path = detector_data_path(bench)
+    path.unlink(missing_ok=True)
+    reference = adversarial_training_set(bench, batch_size=20)
+    path.unlink()
+    optimise = CarliniWagnerL2._optimise
+    steps: list[int] = []
+
+    def stop_in_fourth_step(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 4:
+            raise _Stopped
+        return optimise(self, *args, **kwargs)
+
+    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_fourth_step)
+    with pytest.raises(_Stopped):
+        adversarial_training_set(bench, batch_size=20)
+    partial = path.with_suffix(".partial")
+    assert not path.exists() and len(list(partial.glob("*.pt"))) == 2  # one state per batch
+    steps.clear()
+    natural, adversarial = adversarial_training_set(bench, batch_size=20)
+    assert len(steps) == 1  # only the unfinished step ran
+    assert not partial.exists()
+    assert torch.equal(natural, reference[0]) and torch.equal(adversarial, reference[1])

@@ -3,19 +3,23 @@
 cw2017 §3.1 generates C&W examples for every training image. On 2 CPU cores that is far
 beyond a session, so the budget is a config choice (``scale.detector_*``): the first N
 training images, targeted C&W to random targets with a short binary search. The examples are
-cached next to the models, keyed by the classifier and the budget.
+cached next to the models, keyed by the classifier and the budget. A paper-budget run (4000
+images) takes long enough to be interrupted: every batch's attack saves its binary-search state
+(:mod:`advrepro.attacks.resume`) and a rerun continues where the last one stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from advrepro.attacks.cw import CarliniWagnerL2
+from advrepro.attacks.resume import resumable
 from advrepro.data.sampling import random_targets
 from advrepro.defenses.system import DefendedSystem
 from advrepro.io import atomic_torch_save, safe_torch_load
@@ -42,6 +46,13 @@ def detector_data_key(bench) -> dict:
     return key
 
 
+def detector_data_path(bench) -> Path:
+    """Where the workbench's detector training data is cached (named by a digest of its key)."""
+    key = detector_data_key(bench)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(bench.cfg.paths.cache_dir) / "detector_data" / f"{digest}.pt"
+
+
 def rounded_to_8bit(bench) -> bool:
     """``detector_data.round_to_8bit`` (default false): store the adversarial training examples
     as 8-bit images. C&W's tanh box never reaches 0 exactly, so unrounded examples differ from
@@ -55,8 +66,7 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
     against the workbench's classifier (budget from ``cfg.scale``); failures are dropped."""
     key = detector_data_key(bench)
     n_images = key["n_images"]
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(bench.cfg.paths.cache_dir) / "detector_data" / f"{digest}.pt"
+    path = detector_data_path(bench)
     if path.is_file():
         data = safe_torch_load(path)
         return data["natural"], data["adversarial"]
@@ -70,19 +80,22 @@ def adversarial_training_set(bench, batch_size: int = 500) -> tuple[Tensor, Tens
                              progress=bench.cfg.get("progress", True))
     objective = DefendedSystem(classifier).objective(targeted=True)
     naturals, adversarials = [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(bench.device)
-        tb = targets[i:i + batch_size].to(bench.device)
-        result = attack(objective, xb, tb)
-        adv, success = result.adversarial, result.success
-        if key.get("round_to_8bit"):
-            adv = (adv * 255).round() / 255
-            with torch.no_grad():
-                success &= classifier(adv).argmax(1) == tb  # rounding may undo an example
-        naturals.append(xb[success].cpu())
-        adversarials.append(adv[success].cpu())
+    partial = path.with_suffix(".partial")
+    with resumable(partial, key=path.stem):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(bench.device)
+            tb = targets[i:i + batch_size].to(bench.device)
+            result = attack(objective, xb, tb)
+            adv, success = result.adversarial, result.success
+            if key.get("round_to_8bit"):
+                adv = (adv * 255).round() / 255
+                with torch.no_grad():
+                    success &= classifier(adv).argmax(1) == tb  # rounding may undo an example
+            naturals.append(xb[success].cpu())
+            adversarials.append(adv[success].cpu())
     natural, adversarial = torch.cat(naturals), torch.cat(adversarials)
     atomic_torch_save(path, {"natural": natural, "adversarial": adversarial, "key": key})
+    shutil.rmtree(partial, ignore_errors=True)
     return natural, adversarial
 
 
