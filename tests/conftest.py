@@ -69,3 +69,25 @@ def tiny_sample(tiny_bench, tiny_model):
 
 def shared_data_available() -> bool:
     return (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+class StoppedAttack(Exception):
+    """Raised by :func:`stop_cw_in_step` to simulate a run killed mid-attack."""
+
+
+def stop_cw_in_step(monkeypatch, step: int) -> list[int]:
+    """Make every C&W binary-search step append to the returned list, and the ``step``-th one
+    (counted from 1) raise :class:`StoppedAttack`; clear the list to count a rerun's steps."""
+    from advrepro.attacks import CarliniWagnerL2
+
+    optimise = CarliniWagnerL2._optimise
+    steps: list[int] = []
+
+    def stopping(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == step:
+            raise StoppedAttack
+        return optimise(self, *args, **kwargs)
+
+    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stopping)
+    return steps

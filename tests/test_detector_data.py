@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_overrides
+from conftest import StoppedAttack, compose_cfg, stop_cw_in_step, tiny_overrides
 
-from advrepro.attacks import CarliniWagnerL2
 from advrepro.defenses.detector_data import (
     adversarial_training_set,
     detector_data_path,
@@ -32,10 +31,6 @@ def test_rounded_examples_are_8bit_images_that_still_fool_the_classifier(tiny_be
         assert (tiny_model(adversarial).argmax(1) != tiny_model(natural).argmax(1)).all()
 
 
-class _Stopped(Exception):
-    pass
-
-
 def test_interrupted_detector_data_resumes_to_the_uninterrupted_result(tiny_bench, tmp_path,
                                                                        monkeypatch):
     """Generation stopped in the second step of its second batch keeps the first batch and the
@@ -48,17 +43,8 @@ def test_interrupted_detector_data_resumes_to_the_uninterrupted_result(tiny_benc
     path.unlink(missing_ok=True)
     reference = adversarial_training_set(bench, batch_size=20)
     path.unlink()
-    optimise = CarliniWagnerL2._optimise
-    steps: list[int] = []
-
-    def stop_in_fourth_step(self, *args, **kwargs):
-        steps.append(1)
-        if len(steps) == 4:
-            raise _Stopped
-        return optimise(self, *args, **kwargs)
-
-    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_fourth_step)
-    with pytest.raises(_Stopped):
+    steps = stop_cw_in_step(monkeypatch, 4)
+    with pytest.raises(StoppedAttack):
         adversarial_training_set(bench, batch_size=20)
     partial = path.with_suffix(".partial")
     assert not path.exists() and len(list(partial.glob("*.pt"))) == 2  # one state per batch

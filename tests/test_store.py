@@ -7,9 +7,8 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, compose_cfg, tiny_overrides
+from conftest import ROOT, StoppedAttack, compose_cfg, stop_cw_in_step, tiny_overrides
 
-from advrepro.attacks import CarliniWagnerL2
 from advrepro.experiments import runner
 from advrepro.experiments.runner import cell_store, run_cell
 from advrepro.experiments.store import CellStore
@@ -74,10 +73,6 @@ def test_killed_sweep_recomputes_no_finished_cell(tmp_path):
     assert json.loads((runs / first["cell"] / "summary.json").read_text()) == first
 
 
-class _Stopped(Exception):
-    pass
-
-
 def test_interrupted_cell_resumes_its_attack(tmp_path, monkeypatch):
     """A cell stopped during its fourth binary-search step (the second of its second restart)
     keeps the three finished steps; the rerun runs only the fourth and writes what an
@@ -88,17 +83,8 @@ def test_interrupted_cell_resumes_its_attack(tmp_path, monkeypatch):
         "experiment_name=reference"]))
     reference = run_cell(reference_cfg)
     cfg = compose_cfg("attack", tiny_overrides(tmp_path, base + ["experiment_name=resumed"]))
-    optimise = CarliniWagnerL2._optimise
-    steps: list[int] = []
-
-    def stop_in_fourth_step(self, *args, **kwargs):
-        steps.append(1)
-        if len(steps) == 4:
-            raise _Stopped
-        return optimise(self, *args, **kwargs)
-
-    monkeypatch.setattr(CarliniWagnerL2, "_optimise", stop_in_fourth_step)
-    with pytest.raises(_Stopped):
+    steps = stop_cw_in_step(monkeypatch, 4)
+    with pytest.raises(StoppedAttack):
         run_cell(cfg)
     store = cell_store(cfg)[0]
     assert not store.summary_path.exists()
