@@ -76,6 +76,34 @@ def test_sweep_table_cites_only_the_paper_values_its_rows_show(tmp_path):
     assert "CIFAR" not in header
 
 
+def test_sweep_table_reports_zero_knowledge_cells_as_detection_not_as_rows(tmp_path):
+    """he2017 §3.2 / #4 item 2: the joint detector's zero-knowledge cell gives its detection
+    rate (successful examples scored above the threshold) and false-positive rate (clean
+    originals above it) in a section of its own; it does not duplicate the attacked row."""
+    runs = tmp_path / "runs" / "he2017" / "squeezing_mnist"
+    _cell(runs, "feature_squeezing__perfect", {"success_rate": 0.5, "mean_l2": 2.0,
+                                               "threat": "perfect"})
+    rec = pd.DataFrame({"success": [True, True, True, False],
+                        "score_feature_squeezing": [0.7, 0.2, -0.1, 0.9],
+                        "clean_score_feature_squeezing": [-0.3, 0.1, -0.3, -0.3]})
+    _cell(runs, "feature_squeezing__zero", {"threat": "zero", "mean_l1_score": 1.03,
+                                            "system_evaluated": "feature_squeezing"}, rec)
+    ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
+    frame = SweepTable("he2017", "squeezing_combined", "he2017/squeezing_mnist", "T",
+                       ["success_rate", "mean_l2"], output="squeezing_mnist",
+                       row_names={"feature_squeezing": "mnist_feature_squeezing"},
+                       zero_knowledge_metrics=["mean_l1_score"]).build(ctx)
+    assert frame["cell"].tolist() == ["feature_squeezing__perfect"]
+    zk = pd.read_csv(tmp_path / "t" / "he2017" / "squeezing_mnist_zero_knowledge.csv")
+    row = zk.set_index("detector").loc["mnist_feature_squeezing"]
+    assert row["tpr_at_threshold"] == pytest.approx(2 / 3)  # the failed example is not counted
+    assert row["fpr_at_threshold"] == pytest.approx(1 / 4)
+    assert row["n_adversarial"] == 3 and row["mean_l1_score"] == 1.03
+    assert "Zero-knowledge detection" in (tmp_path / "t" / "he2017" / "squeezing_mnist.md"
+                                          ).read_text()
+    assert (tmp_path / "f" / "he2017" / "squeezing_mnist_zero_knowledge_roc.png").is_file()
+
+
 def test_transfer_matrix_counts_undetected_source_successes(tmp_path):
     runs = tmp_path / "runs" / "exp"
     for src, scores in {"gong": ([-1, -1], [1, -1]), "metzen": ([1, 1], [-1, -1])}.items():

@@ -3,6 +3,7 @@ own threshold, the true-positive rate at 1 % false positives, and the ROC curve.
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -31,3 +32,22 @@ def detection_metrics(adversarial: Tensor, clean: Tensor, max_fpr: float = 0.01)
         "n_adversarial": len(adversarial),
         "n_clean": len(clean),
     }
+
+
+def _zero_knowledge_scores(records: pd.DataFrame, detector: str) -> tuple[Tensor, Tensor]:
+    """Scores of the successful zero-knowledge examples and of all clean originals."""
+    ok = records[records["success"].astype(bool)]
+    return (torch.tensor(ok[f"score_{detector}"].values, dtype=torch.float),
+            torch.tensor(records[f"clean_score_{detector}"].values, dtype=torch.float))
+
+
+def zero_knowledge_detection(records: pd.DataFrame, detector: str) -> dict:
+    """Detection metrics of one detector over a zero-knowledge cell's records (cw2017 §2.3:
+    C&W against the unsecured classifier; the successful examples are the positives, every
+    clean original a negative; ``score_<detector>`` > 0 flags)."""
+    return detection_metrics(*_zero_knowledge_scores(records, detector))
+
+
+def zero_knowledge_roc(records: pd.DataFrame, detector: str) -> tuple[Tensor, Tensor]:
+    """The ROC curve behind :func:`zero_knowledge_detection`."""
+    return roc_curve(*_zero_knowledge_scores(records, detector))

@@ -20,7 +20,7 @@ import torch
 from advrepro.errors import UserError
 from advrepro.experiments.store import CellStore, completed_cells
 from advrepro.io import atomic_write_text
-from advrepro.report.detection import detection_metrics, roc_curve
+from advrepro.report.detection import zero_knowledge_detection, zero_knowledge_roc
 from advrepro.report.figures import (
     example_grid,
     paper_vs_ours_plot,
@@ -102,6 +102,23 @@ class TableContext:
                           + "\n".join(tail))
         return csv_path
 
+    def zero_knowledge_section(self, paper: str, name: str, title: str,
+                               scored: dict[str, tuple[pd.DataFrame, str]],
+                               extra: dict[str, dict[str, Any]] | None = None) -> str:
+        """Detection under zero knowledge: ``scored`` maps a row label to (a zero-knowledge
+        cell's records, the detector scored in them). Writes ``<name>_zero_knowledge.csv`` and
+        its ROC plot; returns the Markdown section. ``extra`` adds columns per row."""
+        frame = pd.DataFrame([{"detector": label, **zero_knowledge_detection(rec, det),
+                               **(extra or {}).get(label, {})}
+                              for label, (rec, det) in scored.items()])
+        atomic_write_text(Path(self.tables_dir) / paper / f"{name}_zero_knowledge.csv",
+                          frame.to_csv(index=False))
+        roc_plot({label: zero_knowledge_roc(rec, det) for label, (rec, det) in scored.items()},
+                 f"{title}: zero-knowledge ROC",
+                 self.figure_path(paper, f"{name}_zero_knowledge_roc"))
+        return ("\nZero-knowledge detection (C&W on the unsecured classifier; clean originals "
+                "give the false positives):\n\n" + to_markdown(frame) + "\n")
+
     def figure_path(self, paper: str, name: str) -> Path:
         return Path(self.figures_dir) / paper / f"{name}.png"
 
@@ -141,6 +158,8 @@ class SweepTable:
     notes: str = ""
     plot_metric: str = "mean_l2"
     output: str | None = None  # file name when several outputs share one paper table
+    zero_knowledge_metrics: list[str] = field(default_factory=list)
+
     def label(self, summary: dict[str, Any]) -> str | None:
         """The row of a cell; None for a cell of the experiment this table does not show.
         A ``row_names`` key is a prefix of the cell name or of "<experiment>/<cell>"."""
@@ -154,11 +173,14 @@ class SweepTable:
     def build(self, ctx: TableContext) -> pd.DataFrame:
         experiments = [self.experiment] if isinstance(self.experiment, str) else self.experiment
         cells = [c for e in experiments for c in ctx.cells(e)]
-        rows, cited = [], []
+        rows, cited, zero = [], [], {}
         for cell in cells:
             s = cell.summary()
             label = self.label(s)
             if label is None:
+                continue
+            if s.get("threat") == "zero":
+                zero[label] = (cell, s)
                 continue
             row: dict[str, Any] = {"row": label, "n_images": s["n_images"]}
             for m in self.metrics:
@@ -176,7 +198,15 @@ class SweepTable:
         order = self._order(frame["row"].tolist())
         frame = frame.set_index("row").loc[order].reset_index()
         name = self.output or self.table
-        ctx.write(self.paper, name, frame, self.title, self.notes, cited=cited)
+        extra = ""
+        if zero:
+            extra = ctx.zero_knowledge_section(
+                self.paper, name, self.title,
+                {label: (c.records(), s["system_evaluated"]) for label, (c, s) in zero.items()},
+                {label: {**{m: s.get(m) for m in self.zero_knowledge_metrics},
+                         "attack_seconds": s.get("attack_seconds"), "cell": s["cell"]}
+                 for label, (c, s) in zero.items()})
+        ctx.write(self.paper, name, frame, self.title, self.notes, extra, cited=cited)
         if self.plot_metric in self.metrics and len(frame) > 1:
             paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
                                ctx.figure_path(self.paper, name))
@@ -207,25 +237,6 @@ class TransferTable:
     distortion_rows: list[str] = field(default_factory=list)
     zero_knowledge_cell: str = "undefended"
     notes: str = ""
-
-    def zero_knowledge(self, ctx: TableContext, cell: CellStore) -> str:
-        """Detection of the undefended cell's examples (the zero-knowledge threat model,
-        cw2017 §2.3): rates at each detector's threshold, TPR at 1 % FPR, ROC curves."""
-        rec = cell.records()
-        ok = rec[rec["success"].astype(bool)]
-        rows, curves = [], {}
-        for name in self.sources:
-            adv = torch.tensor(ok[f"score_{name}"].values, dtype=torch.float)
-            clean = torch.tensor(rec[f"clean_score_{name}"].values, dtype=torch.float)
-            rows.append({"detector": name, **detection_metrics(adv, clean)})
-            curves[name] = roc_curve(adv, clean)
-        frame = pd.DataFrame(rows)
-        atomic_write_text(Path(ctx.tables_dir) / self.paper / f"{self.table}_zero_knowledge.csv",
-                          frame.to_csv(index=False))
-        roc_plot(curves, f"{self.title}: zero-knowledge ROC",
-                 ctx.figure_path(self.paper, f"{self.table}_zero_knowledge_roc"))
-        return ("\nZero-knowledge detection (C&W on the unsecured classifier; clean originals "
-                "give the false positives):\n\n" + to_markdown(frame) + "\n")
 
     def build(self, ctx: TableContext) -> pd.DataFrame:
         cells = {c.summary()["system_evaluated"]: c for c in ctx.cells(self.experiment)}
@@ -267,7 +278,9 @@ class TransferTable:
                               dist.to_csv(index=False))
             extra += "\nDistortion of the adaptive attack:\n\n" + to_markdown(dist) + "\n"
         if self.zero_knowledge_cell in cells:
-            extra += self.zero_knowledge(ctx, cells[self.zero_knowledge_cell])
+            rec = cells[self.zero_knowledge_cell].records()
+            extra += ctx.zero_knowledge_section(self.paper, self.table, self.title,
+                                                {name: (rec, name) for name in self.sources})
         ctx.write(self.paper, self.table, frame, self.title, self.notes, extra)
         transfer_heatmaps(ours, paper, self.title, ctx.figure_path(self.paper, self.table))
         ctx.example_figures(self.paper, self.table, list(cells.values()))
