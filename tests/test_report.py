@@ -88,13 +88,16 @@ def test_sweep_table_reports_zero_knowledge_cells_as_detection_not_as_rows(tmp_p
                         "clean_score_feature_squeezing": [-0.3, 0.1, -0.3, -0.3]})
     _cell(runs, "feature_squeezing__zero", {"threat": "zero", "mean_l1_score": 1.03,
                                             "system_evaluated": "feature_squeezing"}, rec)
+    _cell(runs, "bit_depth_1__zero", {"threat": "zero", "system_evaluated": "bit_depth_1"})
     ctx = TableContext(str(tmp_path / "runs"), str(tmp_path / "t"), str(tmp_path / "f"), "test")
     frame = SweepTable("he2017", "squeezing_combined", "he2017/squeezing_mnist", "T",
                        ["success_rate", "mean_l2"], output="squeezing_mnist",
-                       row_names={"feature_squeezing": "mnist_feature_squeezing"},
+                       row_names={"feature_squeezing": "mnist_feature_squeezing",
+                                  "bit_depth_1": "1 bit"},
                        zero_knowledge_metrics=["mean_l1_score"]).build(ctx)
     assert frame["cell"].tolist() == ["feature_squeezing__perfect"]
     zk = pd.read_csv(tmp_path / "t" / "he2017" / "squeezing_mnist_zero_knowledge.csv")
+    assert zk["detector"].tolist() == ["mnist_feature_squeezing"]  # the 1-bit cell has no score
     row = zk.set_index("detector").loc["mnist_feature_squeezing"]
     assert row["tpr_at_threshold"] == pytest.approx(2 / 3)  # the failed example is not counted
     assert row["fpr_at_threshold"] == pytest.approx(1 / 4)

@@ -180,7 +180,11 @@ class SweepTable:
             if label is None:
                 continue
             if s.get("threat") == "zero":
-                zero[label] = (cell, s)
+                if f"score_{s.get('system_evaluated')}" in cell.records().columns:
+                    zero[label] = (cell, s)
+                else:  # e.g. a bit-depth cell under zero knowledge: nothing detects
+                    log.warning("zero-knowledge cell %s has no detector score; not shown",
+                                s["cell"])
                 continue
             row: dict[str, Any] = {"row": label, "n_images": s["n_images"]}
             for m in self.metrics:
