@@ -180,8 +180,9 @@ class SweepTable:
             if label is None:
                 continue
             if s.get("threat") == "zero":
-                if f"score_{s.get('system_evaluated')}" in cell.records().columns:
-                    zero[label] = (cell, s)
+                records = cell.records()
+                if f"score_{s.get('system_evaluated')}" in records.columns:
+                    zero[label] = (records, s)
                 else:  # e.g. a bit-depth cell under zero knowledge: nothing detects
                     log.warning("zero-knowledge cell %s has no detector score; not shown",
                                 s["cell"])
@@ -206,10 +207,10 @@ class SweepTable:
         if zero:
             extra = ctx.zero_knowledge_section(
                 self.paper, name, self.title,
-                {label: (c.records(), s["system_evaluated"]) for label, (c, s) in zero.items()},
+                {label: (rec, s["system_evaluated"]) for label, (rec, s) in zero.items()},
                 {label: {**{m: s.get(m) for m in self.zero_knowledge_metrics},
                          "attack_seconds": s.get("attack_seconds"), "cell": s["cell"]}
-                 for label, (c, s) in zero.items()})
+                 for label, (rec, s) in zero.items()})
         ctx.write(self.paper, name, frame, self.title, self.notes, extra, cited=cited)
         if self.plot_metric in self.metrics and len(frame) > 1:
             paper_vs_ours_plot(frame, self.plot_metric, self.x_label, self.title,
