@@ -104,3 +104,10 @@ reproduce-tramer2017 reproduce-adam2018:
 reproduce-all: reproduce-table-1 reproduce-table-2 reproduce-table-3 reproduce-table-4 \
                reproduce-he2017-squeezing reproduce-he2017-specialists reproduce-attack-engine \
                reproduce-cw2017
+
+# tramer2017 (MNIST): models A-D (Table 6), then A_adv and A_adv-ens at 6 and 12 epochs (§3.2,
+# §5.2). Every model is cached; an interrupted training resumes from its last checkpoint.
+TRAIN = $(PYTHON) scripts/train.py -m scale=$(SCALE) dataset=mnist $(TRAIN_EXTRA)
+train-tramer2017: $(STAMP)
+	$(TRAIN) model=tramer_d,tramer_b,tramer_a,tramer_c train=tramer_mnist
+	$(TRAIN) model=tramer_a train=tramer_adv,tramer_adv_ens train.epochs=6,12

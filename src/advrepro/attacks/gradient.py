@@ -34,6 +34,17 @@ def _result(model: LogitsFn, x: Tensor, x_adv: Tensor, labels: Tensor, targeted:
     return AttackResult(x, x_adv.detach(), success)
 
 
+def fgsm(model: LogitsFn, x: Tensor, labels: Tensor, epsilon: float) -> Tensor:
+    """One FGSM step, x* = clip(x + eps * sign(grad_x J(x, labels))), detached."""
+    return (x + epsilon * _loss_gradient(model, x, labels).sign()).clamp(0, 1).detach()
+
+
+def predicted_labels(model: LogitsFn, x: Tensor) -> Tensor:
+    """The model's own labels (tramer2017 §3.1: FGSM on them avoids label leaking)."""
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
 class _GradientAttack:
     def __init__(self, epsilon: float, use_predicted_labels: bool = False) -> None:
         if epsilon < 0:
@@ -53,18 +64,14 @@ class _GradientAttack:
         return result
 
     def _labels(self, model: LogitsFn, x: Tensor, labels: Tensor) -> Tensor:
-        if not self.use_predicted_labels:
-            return labels
-        with torch.no_grad():
-            return model(x).argmax(1)
+        return predicted_labels(model, x) if self.use_predicted_labels else labels
 
 
 class FGSM(_GradientAttack):
     """x* = clip(x + eps * sign(grad_x J(x, y)))  (Goodfellow et al.; tramer2017 Eq. 2)."""
 
     def __call__(self, model: LogitsFn, x: Tensor, labels: Tensor) -> AttackResult:
-        y = self._labels(model, x, labels)
-        x_adv = (x + self.epsilon * _loss_gradient(model, x, y).sign()).clamp(0, 1)
+        x_adv = fgsm(model, x, self._labels(model, x, labels), self.epsilon)
         return _result(model, x, x_adv, labels, targeted=False)
 
 

@@ -92,13 +92,14 @@ class Workbench:
         make_data: Callable[[], TrainingData],
         data_key: dict[str, Any],
         build_model: Callable[[], nn.Module] | None = None,
+        static_sources: Callable[[], list[nn.Module]] | None = None,
     ) -> nn.Module:
         """A trained model from the cache (training it once if needed), on the device."""
         request = TrainRequest(
             name=f"{name}{'-' + self.half if self.half else ''}",
             model_cfg=model_cfg, recipe=recipe, seed=self.seed,
             data_key={**self.data_key(), **data_key},
-            make_data=make_data, build_model=build_model,
+            make_data=make_data, build_model=build_model, static_sources=static_sources,
         )
         model = self.cache.get(request).to(self.device)
         model.cache_meta = self.cache.metadata(request)  # type: ignore[attr-defined]
@@ -109,14 +110,27 @@ class Workbench:
     def classifier(self) -> nn.Module:
         """The classifier of ``cfg.model`` trained on this workbench's training data."""
         if not hasattr(self, "_classifier"):
-            def make_data() -> TrainingData:
-                x, y = self.train_set()
-                xt, yt = self.test_set()
-                return x, y, xt, yt
-
-            architecture = self.cfg.model._target_.rsplit(".", 1)[-1]
-            self._classifier = self.train(
-                f"{self.spec.name}-{architecture}", to_container(self.cfg.model),
-                recipe_from(self.cfg.train), make_data, {"labels": "classes"},
-            )
+            self._classifier = self.trained_classifier(self.cfg.model, self.cfg.train)
         return self._classifier
+
+    def trained_classifier(self, model_cfg: Any, train_cfg: Any) -> nn.Module:
+        """A classifier of architecture ``model_cfg`` trained with recipe ``train_cfg`` on this
+        workbench's training data (and, for ensemble adversarial training, the static models
+        its recipe names, trained first the same way)."""
+        model_cfg = to_container(model_cfg)
+        recipe = recipe_from(train_cfg)
+
+        def make_data() -> TrainingData:
+            x, y = self.train_set()
+            xt, yt = self.test_set()
+            return x, y, xt, yt
+
+        def static_sources() -> list[nn.Module]:
+            return [self.trained_classifier(s["model"], s["train"])
+                    for s in recipe.adversary.static.values()]
+
+        architecture = model_cfg["_target_"].rsplit(".", 1)[-1]
+        with_static = recipe.adversary is not None and recipe.adversary.static
+        return self.train(f"{self.spec.name}-{architecture}", model_cfg, recipe, make_data,
+                          {"labels": "classes"},
+                          static_sources=static_sources if with_static else None)

@@ -47,6 +47,10 @@ class TrainRequest:
     data_key: dict[str, Any]
     make_data: Callable[[], TrainingData] = field(repr=False, compare=False)
     build_model: Callable[[], nn.Module] | None = field(default=None, repr=False, compare=False)
+    #: the trained static models of ``recipe.adversary`` (ensemble adversarial training), built
+    #: only when this model must be trained; their configs are part of the recipe, so the key
+    static_sources: Callable[[], list[nn.Module]] | None = field(default=None, repr=False,
+                                                                 compare=False)
 
     def new_model(self) -> nn.Module:
         """A fresh, untrained model: ``build_model()`` when given (e.g. a detector wrapping a
@@ -138,7 +142,9 @@ class ModelCache:
         # augmentation uses, so validating or not leaves the trained weights unchanged
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000,
                                 generator=torch.Generator().manual_seed(request.seed))
-        module = ClassifierModule(model, recipe, steps_per_epoch=len(loader))
+        static = request.static_sources() if request.static_sources else []
+        module = ClassifierModule(model, recipe, steps_per_epoch=len(loader),
+                                  static_sources=static, seed=request.seed)
         last = directory / "last.ckpt"
         resume = last if last.is_file() else None
         if resume is not None:
