@@ -7,6 +7,7 @@ TABLE = $(PYTHON) scripts/table.py scale=$(SCALE)
 
 .PHONY: install test smoke lint reproduce-all reproduce-he2017-squeezing \
         reproduce-he2017-specialists reproduce-attack-engine reproduce-cw2017 reproduce-tramer2017 reproduce-adam2018 \
+        tramer2017-transfer tramer2017-ensemble train-tramer2017 \
         train-mnist train-cifar10
 
 # Installs the package and everything it needs (torch 2.14.1 / torchvision 0.29.1 included).
@@ -98,12 +99,39 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/cifar_dropout defense=none threat=perfect
 	$(TABLE) table=cw2017/cifar_dropout 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 
-reproduce-tramer2017 reproduce-adam2018:
+reproduce-adam2018:
 	@echo "$@: not implemented yet (see the open issues); nothing was run." >&2; exit 2
 
 reproduce-all: reproduce-table-1 reproduce-table-2 reproduce-table-3 reproduce-table-4 \
                reproduce-he2017-squeezing reproduce-he2017-specialists reproduce-attack-engine \
-               reproduce-cw2017
+               reproduce-cw2017 reproduce-tramer2017
+
+# tramer2017 (MNIST) -------------------------------------------------------------------------
+# Every cell attacks the whole test set; the models are trained (once, cached) on first use.
+TRAMER = $(ATTACK) experiment=tramer2017/mnist
+TRAMER_TABLE = $(TABLE) 'command="make reproduce-tramer2017 SCALE=$(SCALE)"'
+SOURCES = source=tramer_a,tramer_a_adv,tramer_b
+
+# Tables 1, 2, 7, 8: FGSM and RAND+FGSM from A, A_adv, B to A, A_adv, B (diagonal = white box).
+tramer2017-transfer: $(STAMP)
+	$(TRAMER) model=tramer_a train=tramer_mnist,tramer_adv threat=transfer $(SOURCES) attack=fgsm,rand_fgsm
+	$(TRAMER) model=tramer_b train=tramer_mnist threat=transfer $(SOURCES) attack=fgsm,rand_fgsm
+
+# Table 4: A_adv and A_adv-ens at 6 and 12 epochs, white-box FGSM and attacks transferred from B;
+# in-text: A_adv under FGSM with eps = 1 (§3.3).
+tramer2017-ensemble: $(STAMP)
+	$(TRAMER) train=tramer_adv,tramer_adv_ens train.epochs=6,12
+	$(TRAMER) train=tramer_adv,tramer_adv_ens train.epochs=6,12 threat=transfer source=tramer_b attack=fgsm,ifgsm,rand_fgsm
+	$(TRAMER) train=tramer_adv attack.epsilon=1.0
+
+reproduce-tramer2017-table1 reproduce-tramer2017-table2 reproduce-tramer2017-table7 reproduce-tramer2017-table8: tramer2017-transfer
+	$(TRAMER_TABLE) table=tramer2017/$(subst reproduce-tramer2017-,,$@)
+
+reproduce-tramer2017-table4 reproduce-tramer2017-text: tramer2017-ensemble
+	$(TRAMER_TABLE) table=tramer2017/$(subst reproduce-tramer2017-,,$@)
+
+reproduce-tramer2017: tramer2017-transfer tramer2017-ensemble
+	for t in table1 table2 table4 table7 table8 text; do $(TRAMER_TABLE) table=tramer2017/$$t || exit 1; done
 
 # tramer2017 (MNIST): models A-D (Table 6), then A_adv and A_adv-ens at 6 and 12 epochs (§3.2,
 # §5.2). Every model is cached; an interrupted training resumes from its last checkpoint.

@@ -10,17 +10,13 @@ from omegaconf import DictConfig
 
 from advrepro.cli import user_errors_as_one_line
 from advrepro.experiments.runner import run_cell
+from advrepro.experiments.summary import summary_line
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
-    summary = run_cell(cfg)
-    print(
-        f"{summary['cell']}: success {summary['success_rate']:.2%}, "
-        f"fooled defense {summary['fooled_defense_rate']:.2%}, mean L2 {summary['mean_l2']:.3f} "
-        f"({summary['n_images']} images, {summary['attack_seconds']} s)"
-    )
+    print(summary_line(run_cell(cfg)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from advrepro.data import DatasetSpec, load_split
 from advrepro.errors import ConfigError, DataNotFoundError
-from advrepro.experiments.runner import attack_name, cell_identity
+from advrepro.experiments.identity import attack_name, cell_identity
 
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
                      for p in (CONF / "experiment").rglob("*.yaml"))

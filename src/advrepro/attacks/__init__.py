@@ -1,6 +1,6 @@
 """The attack engine: batched C&W L2, gradient attacks and adaptive-attack building blocks."""
 
-from advrepro.attacks.base import AttackResult
+from advrepro.attacks.base import Attack, AttackResult
 from advrepro.attacks.cw import CarliniWagnerL2
 from advrepro.attacks.gradient import FGSM, IterativeFGSM, LeastLikelyFGSM, RandFGSM
 from advrepro.attacks.objectives import (
@@ -14,6 +14,7 @@ from advrepro.attacks.two_phase import TwoPhaseCarliniWagnerL2
 
 __all__ = [
     "FGSM",
+    "Attack",
     "AttackResult",
     "CarliniWagnerL2",
     "ClassifierObjective",

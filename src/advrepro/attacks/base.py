@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -42,3 +43,12 @@ class AttackResult:
         """Mean L2 over the successful examples (the papers' "Avg L2")."""
         l2 = self.l2[self.success]
         return float(l2.mean()) if len(l2) else float("nan")
+
+
+class Attack(Protocol):
+    """What the runner asks of every attack: run it on a system (a
+    :class:`~advrepro.defenses.system.DefendedSystem`, or anything with its ``logits``,
+    ``predict`` and ``objective``) for images ``x`` with true labels, or target labels when
+    ``targeted``; return the per-image outcome."""
+
+    def run(self, system: Any, x: Tensor, labels: Tensor, targeted: bool) -> AttackResult: ...

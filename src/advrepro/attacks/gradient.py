@@ -117,11 +117,12 @@ class RandFGSM(_GradientAttack):
             raise ValueError(f"RAND+FGSM needs 0 <= alpha < epsilon, got {alpha}, {epsilon}")
         self.alpha = alpha
         self.seed = seed
+        # one generator for the attack's lifetime: successive batches get fresh noise
+        self._generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, model: LogitsFn, x: Tensor, labels: Tensor) -> AttackResult:
         y = self._labels(model, x, labels)
-        gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        noise = torch.randn(x.shape, generator=self._generator).to(x.device)
         x_prime = (x + self.alpha * noise.sign()).clamp(0, 1)
         step = (self.epsilon - self.alpha) * _loss_gradient(model, x_prime, y).sign()
         x_adv = (x_prime + step).clamp(0, 1)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from typing import Any
+
 from advrepro.attacks.base import AttackResult
 from advrepro.attacks.cw import CarliniWagnerL2
-from advrepro.defenses.system import DefendedSystem
+from advrepro.attacks.objectives import ClassifierObjective
 
 
 class TwoPhaseCarliniWagnerL2:
@@ -24,10 +26,10 @@ class TwoPhaseCarliniWagnerL2:
         self.first = first
         self.second = second
 
-    def run(self, system: DefendedSystem, x: Tensor, labels: Tensor,
-            targeted: bool) -> AttackResult:
-        bare = DefendedSystem(system.classifier)
-        found = self.first(bare.objective(targeted, self.first.confidence), x, labels)
+    def run(self, system: Any, x: Tensor, labels: Tensor, targeted: bool) -> AttackResult:
+        """``system``: a defended system with a bare ``classifier`` and an ``objective``."""
+        bare = ClassifierObjective(system.classifier, targeted, self.first.confidence)
+        found = self.first(bare, x, labels)
         keep = found.success.view((-1,) + (1,) * (x.ndim - 1))
         start = torch.where(keep, found.adversarial, x)
         result = self.second(system.objective(targeted, self.second.confidence), x, labels,

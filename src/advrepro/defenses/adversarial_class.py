@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from advrepro.attacks.objectives import ClassifierObjective, Objective
 from advrepro.defenses.detector_data import adversarial_training_set, detector_data_key
 from advrepro.defenses.system import REJECTED, DefendedSystem
-from advrepro.experiments.workbench import recipe_from, to_container
+from advrepro.config import to_container
+from advrepro.training.recipe import recipe_from
 
 
 class AdversarialClassClassifier(DefendedSystem):

@@ -24,7 +24,8 @@ from advrepro.defenses.detectors import (
     set_threshold_at_fpr,
 )
 from advrepro.errors import ConfigError
-from advrepro.experiments.workbench import recipe_from, to_container
+from advrepro.config import to_container
+from advrepro.training.recipe import recipe_from
 
 
 def _binary_data(bench):

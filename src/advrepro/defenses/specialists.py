@@ -28,7 +28,8 @@ from advrepro.attacks.gradient import FGSM
 from advrepro.attacks.objectives import Objective, margin_loss, reaches_margin
 from advrepro.defenses.system import REJECTED, DefendedSystem, batched
 from advrepro.errors import ConfigError
-from advrepro.experiments.workbench import recipe_from, to_container
+from advrepro.config import to_container
+from advrepro.training.recipe import recipe_from
 
 ClassSet = tuple[int, ...]
 

@@ -1,12 +1,21 @@
 """Run one experiment cell: dataset x defense x attack x threat model -> per-example records.
 
-Threat models (cw2017 §2.3, §2.7):
+Threat models (cw2017 §2.3, §2.7; tramer2017 §2):
 - ``zero``: the attack targets the unsecured classifier; the defense is only evaluated.
 - ``perfect``: the attack targets the defended system's adaptive objective.
 - ``limited``: the attacker builds its own copy of the defense from the attacker's half of the
   training data and attacks it; the examples are scored on the defender's copy, built from the
   other half.
-Every example is also scored by each detector of ``cfg.panel`` (the basis of transfer tables).
+- ``transfer``: the non-adaptive black-box adversary of tramer2017 (Definition 2): the attack
+  runs on a separately trained ``source`` model and its examples are scored on the defended
+  system (he2017/cw2017's zero knowledge is the special case source = the bare classifier).
+
+Evaluation protocols:
+- ``sample`` (he2017 §2.4, cw2017): ``n_images`` random correctly classified test images; success
+  rate and distortion of the successful examples. Every example is also scored by each detector
+  of ``cfg.panel`` (the basis of transfer tables between detectors).
+- ``full_test`` (tramer2017): every test image, error rates with confidence intervals
+  (:mod:`advrepro.experiments.full_test`).
 """
 
 from __future__ import annotations
@@ -21,56 +30,37 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from advrepro.attacks.base import Attack
 from advrepro.attacks.objectives import is_fooled
 from advrepro.attacks.resume import resumable
+from advrepro.config import to_container
 from advrepro.data.sampling import random_targets, sample_correctly_classified
 from advrepro.defenses.builders import NoDefense, build_detector
 from advrepro.defenses.system import DefendedSystem, batched
-from advrepro.errors import require_choice
-from advrepro.experiments.store import CellStore, config_hash
+from advrepro.errors import ConfigError, require_choice
+from advrepro.experiments.full_test import full_test_summary, input_gradient_norms
+from advrepro.experiments.identity import attack_name, cell_directory
+from advrepro.experiments.store import CellStore
 from advrepro.experiments.summary import summarize
-from advrepro.experiments.workbench import Workbench, to_container
-from advrepro.report.tables import current_commit
+from advrepro.experiments.workbench import Workbench, classifier_description
+from advrepro.provenance import current_commit
 
 log = logging.getLogger(__name__)
 
-THREATS = ("zero", "limited", "perfect")
-_RUNTIME_KEYS = ("paths", "progress", "accelerator", "validate_every_n_epochs", "hydra")
-#: scale settings that only choose how a run executes (the scale group supplies their defaults)
-_RUNTIME_SCALE_KEYS = ("validate_every_n_epochs",)
-
-
-def cell_identity(cfg: DictConfig) -> tuple[str, str]:
-    """(cell directory name, config hash) of ``cfg`` without training or loading anything."""
-    defense = instantiate(cfg.defense, _convert_="all")
-    name = defense.cell_name() if hasattr(defense, "cell_name") else defense.name
-    name = f"{name}__{cfg.threat.name}__{attack_name(cfg)}" + ("__targeted" if cfg.targeted else "")
-    resolved = {k: v for k, v in to_container(cfg).items() if k not in _RUNTIME_KEYS}
-    resolved["scale"] = {k: v for k, v in resolved["scale"].items()
-                         if k not in _RUNTIME_SCALE_KEYS}
-    return name, config_hash(resolved)
-
-
-def attack_name(cfg: DictConfig) -> str:
-    """Short name of the configured attack: its class, plus its parameterization and its
-    confidence margin kappa when they are set."""
-    name = cfg.attack._target_.rsplit(".", 1)[-1]
-    param = cfg.attack.get("parameterization")
-    if param:
-        name = f"{name}-{param._target_.rsplit('.', 1)[-1]}"
-    kappa = float(cfg.attack.get("confidence") or 0.0)
-    return f"{name}-kappa{kappa:g}" if kappa > 0 else name
+THREATS = ("zero", "limited", "perfect", "transfer")
+PROTOCOLS = ("sample", "full_test")
+#: images attacked at once under the full-test protocol (the attack batches on the tensor side)
+FULL_TEST_BATCH = 1000
 
 
 def cell_store(cfg: DictConfig) -> tuple[CellStore, str]:
-    name, digest = cell_identity(cfg)
-    return CellStore(f"{cfg.paths.runs_dir}/{cfg.experiment_name}/{name}"), digest
+    directory, digest = cell_directory(cfg.paths.runs_dir, cfg.experiment_name, cfg)
+    return CellStore(directory), digest
 
 
 def _systems(cfg: DictConfig) -> tuple[Workbench, DefendedSystem, DefendedSystem]:
     """(defender's workbench, system attacked, system evaluated) for the threat model."""
     threat = cfg.threat.name
-    require_choice("threat", threat, THREATS)
     defense = instantiate(cfg.defense, _convert_="all")
     if threat == "limited":
         defender = Workbench(cfg, half="defender")
@@ -78,8 +68,21 @@ def _systems(cfg: DictConfig) -> tuple[Workbench, DefendedSystem, DefendedSystem
         return defender, attacked, defense.build(defender)
     defender = Workbench(cfg)
     evaluated = defense.build(defender)
+    if threat == "transfer":
+        source = defender.trained_classifier(cfg.source.model, cfg.source.train)
+        return defender, DefendedSystem(source, f"source {cfg.source.name}"), evaluated
     attacked = NoDefense().build(defender) if threat == "zero" else evaluated
     return defender, attacked, evaluated
+
+
+def validate(cfg: DictConfig) -> Attack:
+    """Check the cell's settings before anything is trained or loaded; return its attack."""
+    require_choice("threat", cfg.threat.name, THREATS)
+    require_choice("protocol", cfg.get("protocol", "sample"), PROTOCOLS)
+    if (cfg.threat.name == "transfer") != bool(cfg.get("source")):
+        raise ConfigError("threat=transfer needs a source model (source=<name>), and a source "
+                          "model needs threat=transfer")
+    return instantiate(cfg.attack)
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,11 +95,38 @@ def code_commit() -> str:
 def run_cell(cfg: DictConfig) -> dict[str, Any]:
     """Run (or skip, when already complete) the cell described by ``cfg``; return its summary."""
     commit = code_commit()
+    attack = validate(cfg)
     store, digest = cell_store(cfg)
     if store.is_complete(digest) and not cfg.get("force", False):
         log.info("cell %s is complete; skipping", store.directory)
         return store.summary()
     bench, attacked, evaluated = _systems(cfg)
+    if cfg.get("force", False):
+        store.discard_partial()
+    protocol = cfg.get("protocol", "sample")
+    run = _full_test if protocol == "full_test" else _sample
+    frame, tensors, summary = run(cfg, bench, attack, attacked, evaluated, store, digest)
+    classifier = bench.classifier()
+    summary.update(
+        config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense),
+        experiment=cfg.experiment_name, protocol=protocol, attack=attack_name(cfg),
+        epsilon=cfg.attack.get("epsilon"),
+        threat=cfg.threat.name, system_attacked=attacked.name, system_evaluated=evaluated.name,
+        classifier=classifier.cache_meta.get("key"),
+        classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
+        target=classifier_description(cfg.model, cfg.train),
+        source=(dict(classifier_description(cfg.source.model, cfg.source.train),
+                     name=cfg.source.name) if cfg.get("source") else None),
+        device=str(bench.device), commit=commit, system=evaluated.describe(),
+    )
+    store.write(frame, tensors, summary, OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("cell %s: %s", store.directory.name, summary)
+    return summary
+
+
+def _sample(cfg: DictConfig, bench: Workbench, attack: Attack, attacked: DefendedSystem,
+            evaluated: DefendedSystem, store: CellStore, digest: str):
+    """he2017 / cw2017: ``n_images`` correctly classified test images, success and distortion."""
     classifier = bench.classifier()
     x_pool, y_pool = bench.test_set()
     idx = sample_correctly_classified(
@@ -107,11 +137,8 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     targeted = bool(cfg.targeted)
     labels = random_targets(y, 10, cfg.seed).to(bench.device) if targeted else y
 
-    attack = instantiate(cfg.attack)
     torch.manual_seed(int(cfg.seed))  # any randomness drawn from the global RNG (Gumbel samples)
     start = time.time()
-    if cfg.get("force", False):
-        store.discard_partial()
     with resumable(store.partial_dir(digest),
                    key=str(classifier.cache_meta.get("key"))) as session:
         result = attack.run(attacked, x, labels, targeted)  # an interrupted cell continues
@@ -147,20 +174,53 @@ def run_cell(cfg: DictConfig) -> dict[str, Any]:
     records.update({k: v.tolist() for k, v in extra.items()})
     frame = pd.DataFrame(records)
     summary = summarize(frame, targeted)
-    summary.update(
-        config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense),
-        experiment=cfg.experiment_name,
-        threat=cfg.threat.name, system_attacked=attacked.name, system_evaluated=evaluated.name,
-        attack_seconds=round(seconds, 1), attack_iterations=result.iterations,
-        classifier=classifier.cache_meta.get("key"),
-        classifier_accuracy=classifier.cache_meta.get("val_accuracy"),
-        device=str(bench.device), commit=commit, system=evaluated.describe(),
-    )
+    summary.update(attack_seconds=round(seconds, 1), attack_iterations=result.iterations)
     tensors = {"index": idx, "original": x.cpu(), "adversarial": adv.cpu(),
                "success": result.success.cpu()}
-    store.write(frame, tensors, summary, OmegaConf.to_yaml(cfg, resolve=True))
-    log.info("cell %s: %s", store.directory.name, summary)
-    return summary
+    return frame, tensors, summary
+
+
+def _full_test(cfg: DictConfig, bench: Workbench, attack: Attack, attacked: DefendedSystem,
+               evaluated: DefendedSystem, store: CellStore, digest: str):
+    """tramer2017: every test image (or the first ``scale.full_test_images``), error rates."""
+    if cfg.targeted:
+        raise ConfigError("protocol=full_test reports untargeted error rates; set targeted=false")
+    x_all, y_all = bench.test_set()
+    limit = cfg.scale.get("full_test_images")
+    if limit is not None:
+        x_all, y_all = x_all[:int(limit)], y_all[:int(limit)]
+    torch.manual_seed(int(cfg.seed))
+    start = time.time()
+    adv = []
+    for i in range(0, len(x_all), FULL_TEST_BATCH):
+        xb = x_all[i:i + FULL_TEST_BATCH].to(bench.device)
+        yb = y_all[i:i + FULL_TEST_BATCH].to(bench.device)
+        adv.append(attack.run(attacked, xb, yb, False).adversarial.detach().cpu())
+    seconds = time.time() - start
+    adv_all = torch.cat(adv)
+    x_dev = x_all.to(bench.device)
+    y_dev = y_all.to(bench.device)
+    pred_clean = batched(evaluated.predict, x_dev).cpu()
+    pred_adv = batched(evaluated.predict, adv_all.to(bench.device)).cpu()
+    delta = (adv_all - x_all).flatten(1)
+    records: dict[str, Any] = {
+        "index": list(range(len(x_all))),
+        "label": y_all.tolist(),
+        "predicted_clean": pred_clean.tolist(),
+        "predicted_adversarial": pred_adv.tolist(),
+        "error_clean": (pred_clean != y_all).tolist(),
+        "error_adversarial": (pred_adv != y_all).tolist(),
+        "l2": delta.norm(dim=1).tolist(),
+        "linf": delta.abs().amax(dim=1).tolist(),
+        "grad_norm": input_gradient_norms(evaluated.logits, x_dev, y_dev).cpu().tolist(),
+    }
+    summary = full_test_summary(records)
+    summary.update(attack_seconds=round(seconds, 1))
+    # the images themselves are kept for a small sample (figures), not for the whole test set
+    keep = slice(0, 100)
+    tensors = {"index": torch.arange(len(x_all))[keep], "original": x_all[keep],
+               "adversarial": adv_all[keep], "success": (pred_adv != y_all)[keep]}
+    return pd.DataFrame(records), tensors, summary
 
 
 def _system_scores(system: DefendedSystem, images: torch.Tensor,

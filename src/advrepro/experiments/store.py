@@ -34,6 +34,14 @@ class CellStore:
         self.directory = Path(directory)
 
     @property
+    def label(self) -> str:
+        """The readable part of the directory name (without the identity hash suffix)."""
+        name = self.directory.name
+        head, _, tail = name.rpartition("__")
+        return head if head and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail) \
+            else name
+
+    @property
     def summary_path(self) -> Path:
         return self.directory / "summary.json"
 

@@ -59,3 +59,14 @@ def summarize(frame: pd.DataFrame, targeted: bool) -> dict[str, Any]:
             out[f"more_natural_than_original_{name}"] = float(
                 (frame.loc[ok, col] < frame.loc[ok, f"clean_{col}"]).mean())
     return out
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line a finished cell prints: success and distortion, or error rates (full test)."""
+    seconds = f"{summary['n_images']} images, {summary.get('attack_seconds')} s"
+    if summary.get("protocol") == "full_test":
+        return (f"{summary['cell']}: error {summary['error_rate']:.2%} "
+                f"(+-{summary['error_rate_ci95']:.2%}), clean error "
+                f"{summary['error_rate_clean']:.2%} ({seconds})")
+    return (f"{summary['cell']}: success {summary['success_rate']:.2%}, fooled defense "
+            f"{summary['fooled_defense_rate']:.2%}, mean L2 {summary['mean_l2']:.3f} ({seconds})")

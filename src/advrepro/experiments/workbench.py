@@ -14,23 +14,18 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from advrepro.data.datasets import DatasetSpec, load_split
+from advrepro.data.fingerprint import OFFICIAL, data_fingerprint
 from advrepro.data.sampling import disjoint_halves
 from advrepro.errors import require_choice
 from advrepro.training.cache import ModelCache, TrainingData, TrainRequest
-from advrepro.training.recipe import TrainRecipe
+from advrepro.config import to_container
+from advrepro.training.recipe import TrainRecipe, recipe_from
 
 HALVES = (None, "attacker", "defender")
-
-
-def to_container(node: Any) -> Any:
-    """Plain Python containers of a (possibly OmegaConf) node, interpolations resolved."""
-    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def dataset_spec(cfg: DictConfig) -> DatasetSpec:
@@ -38,12 +33,17 @@ def dataset_spec(cfg: DictConfig) -> DatasetSpec:
     return DatasetSpec(**{k: d[k] for k in DatasetSpec.__dataclass_fields__ if k in d})
 
 
-def recipe_from(node: Any) -> TrainRecipe:
-    """A :class:`TrainRecipe` from a config node (or the recipe itself)."""
-    if isinstance(node, TrainRecipe):
-        return node
-    d = {k: v for k, v in to_container(node).items() if k != "_target_"}
-    return TrainRecipe(**d)
+def classifier_description(model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
+    """What a trained classifier is, for tables to select cells by: its architecture, how it
+    was trained ("standard", "adversarial", "ensemble adversarial" with its static models) and
+    for how many epochs."""
+    recipe = recipe_from(train_cfg)
+    adversary = recipe.adversary
+    training = ("standard" if adversary is None
+                else "ensemble adversarial" if adversary.static else "adversarial")
+    return {"architecture": to_container(model_cfg)["_target_"].rsplit(".", 1)[-1],
+            "training": training, "epochs": recipe.epochs,
+            "static": sorted(adversary.static) if adversary is not None else []}
 
 
 class Workbench:
@@ -75,12 +75,15 @@ class Workbench:
         return load_split(self.spec, "test")
 
     def data_key(self) -> dict[str, Any]:
-        """Description of the training data, part of every cached model's identity."""
+        """Description of the training data, part of every cached model's identity: the
+        dataset's files enter it when they are not the verified official ones."""
+        files = data_fingerprint(self.spec.name, self.spec.root, self.spec.verify_checksum)
         return {
             "dataset": self.spec.name,
             "train_limit": self.spec.train_limit,
             "half": self.half,
             "half_seed": self.seed if self.half else None,
+            **({} if files == OFFICIAL else {"files": files}),
         }
 
     # ----------------------------------------------------------------------------- models

@@ -39,21 +39,24 @@ def paper_vs_ours_plot(table: pd.DataFrame, metric: str, x_label: str, title: st
     _save(fig, path)
 
 
-def transfer_heatmaps(ours: pd.DataFrame, paper: pd.DataFrame, title: str, path: Path) -> None:
-    """Side-by-side heatmaps (rows target, columns source) of ours and the paper's matrix."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+def transfer_heatmaps(ours: pd.DataFrame, paper: pd.DataFrame, title: str, path: Path,
+                      x_label: str = "source defense", y_label: str = "target defense",
+                      vmax: float = 1.0) -> None:
+    """Side-by-side heatmaps of ours and the paper's matrix (he2017 Table 3: rows target,
+    columns source; other tables name their axes)."""
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.1 * ours.shape[1] * 2, 1.6 + 0.7 * len(ours)))
     for ax, (name, m) in zip(axes, (("ours", ours), ("paper", paper)), strict=False):
-        im = ax.imshow(m.values.astype(float), vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(m.shape[1]), m.columns)
-        ax.set_yticks(range(m.shape[0]), m.index)
-        ax.set_xlabel("source defense")
-        ax.set_ylabel("target defense")
+        im = ax.imshow(m.values.astype(float), vmin=0, vmax=vmax, cmap="viridis")
+        ax.set_xticks(range(m.shape[1]), m.columns, rotation=20, fontsize=8)
+        ax.set_yticks(range(m.shape[0]), m.index, fontsize=8)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
         ax.set_title(name)
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 v = float(m.values[i, j])
-                ax.text(j, i, "n/a" if v != v else f"{v:.0%}", ha="center", va="center",
-                        color="w" if v < 0.6 else "k")
+                ax.text(j, i, "n/a" if v != v else f"{v:.0%}" if vmax == 1 else f"{v:.2g}",
+                        ha="center", va="center", color="w" if v < 0.6 * vmax else "k")
     fig.suptitle(title, fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8)
     _save(fig, path)

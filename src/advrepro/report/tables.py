@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from advrepro.errors import UserError
 from advrepro.experiments.store import CellStore, completed_cells
 from advrepro.io import atomic_write_text
+from advrepro.provenance import current_commit
 from advrepro.report.detection import zero_knowledge_detection, zero_knowledge_roc
 from advrepro.report.figures import (
     example_grid,
@@ -30,18 +30,6 @@ from advrepro.report.figures import (
 from advrepro.report.paper_values import citation, paper_value
 
 log = logging.getLogger(__name__)
-
-
-def current_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!outputs"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("+uncommitted" if dirty else "") or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _fmt(v: Any) -> str:
@@ -123,9 +111,9 @@ class TableContext:
         return Path(self.figures_dir) / paper / f"{name}.png"
 
     def example_figures(self, paper: str, table: str, cells: list[CellStore]) -> None:
-        names = [c.directory.name for c in cells]
+        names = [c.label for c in cells]
         for cell in cells:
-            name = cell.directory.name
+            name = cell.label
             if names.count(name) > 1:  # same cell name in several experiments
                 name = f"{cell.directory.parent.name}_{name}"
             if not (cell.directory / "adversarial.pt").is_file():

@@ -127,6 +127,9 @@ class ModelCache:
     def _train(self, request: TrainRequest, model: nn.Module, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_json(directory / "request.json", request.key_dict())
+        # the static models of ensemble adversarial training come first (trained now if they
+        # are not cached yet), so that this model's training starts from the seed either way
+        static = request.static_sources() if request.static_sources else []
         pl.seed_everything(request.seed, workers=True, verbose=False)
         model = request.new_model()  # re-created after seeding: same init every time
         x_tr, y_tr, x_val, y_val = request.make_data()
@@ -142,7 +145,6 @@ class ModelCache:
         # augmentation uses, so validating or not leaves the trained weights unchanged
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000,
                                 generator=torch.Generator().manual_seed(request.seed))
-        static = request.static_sources() if request.static_sources else []
         module = ClassifierModule(model, recipe, steps_per_epoch=len(loader),
                                   static_sources=static, seed=request.seed)
         last = directory / "last.ckpt"

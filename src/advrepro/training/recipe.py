@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from advrepro.config import to_container
 from advrepro.errors import ConfigError, require_choice
 
 OPTIMIZERS = ("sgd", "adam")
@@ -120,3 +121,11 @@ def augment_batch(x: Tensor, recipe: TrainRecipe) -> Tensor:
         flip = torch.rand(n, device=x.device) < 0.5
         out = torch.where(flip[:, None, None, None], out.flip(3), out)
     return out.contiguous()
+
+
+def recipe_from(node: Any) -> TrainRecipe:
+    """A :class:`TrainRecipe` from a config node (or the recipe itself)."""
+    if isinstance(node, TrainRecipe):
+        return node
+    d = {k: v for k, v in to_container(node).items() if k != "_target_"}
+    return TrainRecipe(**d)
