@@ -83,6 +83,32 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
     return correct / max(len(x), 1)
 
 
+class RandomStateCheckpoint(pl.Callback):
+    """Saves the random state of a training in its Lightning checkpoints and restores it on
+    resume, so that a resumed training continues the very random streams an uninterrupted one
+    would: the shuffling generator of the training DataLoader (it draws each epoch's
+    permutation and the iterator's base seed) and the global torch RNG (dropout, augmentation;
+    the CUDA generators too when CUDA is initialised).
+
+    Checkpoints are written at epoch ends, after the epoch's draws and before the next epoch's.
+    """
+
+    def __init__(self, shuffle_generator: torch.Generator) -> None:
+        self.shuffle_generator = shuffle_generator
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"shuffle": self.shuffle_generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.shuffle_generator.set_state(state_dict["shuffle"])
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 class ModelCache:
     """Directory of trained models: ``<root>/<name>-<hash>/{model.pt,meta.json,last.ckpt}``."""
 
@@ -133,10 +159,10 @@ class ModelCache:
         if hasattr(model, "fit_preprocessing"):
             model.fit_preprocessing(x_tr)
         recipe = request.recipe
+        shuffle = torch.Generator().manual_seed(request.seed)
         loader = DataLoader(
             TensorDataset(x_tr, y_tr), batch_size=recipe.batch_size, shuffle=True,
-            drop_last=len(x_tr) > recipe.batch_size,
-            generator=torch.Generator().manual_seed(request.seed),
+            drop_last=len(x_tr) > recipe.batch_size, generator=shuffle,
         )
         # its own generator: iterating it must not draw from the global RNG that the
         # augmentation uses, so validating or not leaves the trained weights unchanged
@@ -164,7 +190,8 @@ class ModelCache:
                 pl.callbacks.ModelCheckpoint(
                     dirpath=str(directory), filename="last", save_top_k=1, save_last=False,
                     every_n_epochs=1, save_weights_only=False, enable_version_counter=False,
-                )
+                ),
+                RandomStateCheckpoint(shuffle),
             ],
             num_sanity_val_steps=0,
             check_val_every_n_epoch=max(self.validate_every_n_epochs, 1),
