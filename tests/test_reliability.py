@@ -54,3 +54,77 @@ def test_resumed_training_gives_the_uninterrupted_weights(tmp_path, monkeypatch,
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
                             strict=True):
         assert a.numpy().tobytes() == b.numpy().tobytes(), name
+
+
+def _train_in_child(root: str, markers: str, barrier, results) -> None:
+    """Child process: request the tiny model at the same moment as its sibling; a training
+    leaves a marker file and is slowed down so that the two requests overlap."""
+    import hashlib
+    import os
+    import time
+    from pathlib import Path
+
+    from test_cache import _request
+
+    from advrepro.training import ModelCache
+
+    train = ModelCache._train
+
+    def marked_slow_train(self, *args, **kwargs):
+        (Path(markers) / f"trained-{os.getpid()}").touch()
+        time.sleep(1)
+        return train(self, *args, **kwargs)
+
+    ModelCache._train = marked_slow_train
+    cache = ModelCache(root, accelerator="cpu", progress=False)
+    barrier.wait(timeout=60)
+    model = cache.get(_request())
+    results.put(hashlib.sha256(b"".join(v.numpy().tobytes()
+                                        for v in model.state_dict().values())).hexdigest())
+
+
+def test_two_processes_train_a_model_once(tmp_path):
+    """Two processes ask for the same model at once: one trains, the other waits for the lock
+    and loads its weights."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    children = [ctx.Process(target=_train_in_child,
+                            args=(str(tmp_path / "models"), str(markers), barrier, results))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+    digests = [results.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(30)
+        assert child.exitcode == 0
+    assert len(list(markers.iterdir())) == 1
+    assert digests[0] == digests[1]
+
+
+def test_a_held_lock_is_waited_for_with_a_log_line(tmp_path, caplog):
+    import threading
+    import time
+
+    from advrepro.locking import exclusive, lock_path
+
+    target = tmp_path / "cells" / "cell-1"
+    order = []
+    with exclusive(target, "cell-1"):
+        assert lock_path(target).is_file() and not target.exists()
+
+        def second():
+            with exclusive(target, "cell-1"):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        with caplog.at_level("WARNING", logger="advrepro"):
+            thread.start()
+            time.sleep(0.5)
+            order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
+    assert "waiting for another process working on cell-1" in caplog.text

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from advrepro.errors import CheckpointError
 from advrepro.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from advrepro.locking import exclusive
 from advrepro.training.module import ClassifierModule
 from advrepro.training.recipe import TrainRecipe
 
@@ -134,12 +135,17 @@ class ModelCache:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def get(self, request: TrainRequest) -> nn.Module:
-        """The trained model of ``request`` in eval mode: from the cache, or trained now."""
+        """The trained model of ``request`` in eval mode: from the cache, or trained now.
+
+        Training holds the model's inter-process lock: a second process asking for the same
+        model meanwhile waits for it, then loads the weights the first one trained."""
         directory = self.directory(request)
         model = request.new_model()
         weights = directory / "model.pt"
         if not weights.is_file():
-            self._train(request, model, directory)
+            with exclusive(directory, f"model {directory.name}"):
+                if not weights.is_file():  # not trained by the process we waited for
+                    self._train(request, model, directory)
         state = safe_torch_load(weights)
         try:
             model.load_state_dict(state)
