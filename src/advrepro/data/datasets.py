@@ -8,6 +8,7 @@ downloaded the way torchvision does when ``download`` is true; otherwise a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,46 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from advrepro.errors import ConfigError, DataNotFoundError, require_choice
+from advrepro.errors import ConfigError, DataCorruptError, DataNotFoundError, require_choice
 
 SUPPORTED = ("mnist", "cifar10")
+
+#: sha256 of the official MNIST release's four uncompressed IDX files (the official gzip files
+#: have md5s f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d...; torchvision checks those when it
+#: downloads, and these after decompression)
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+#: a checksum list (``sha256sum`` format) beside non-official IDX files declares them a known
+#: local copy, e.g. the tiny subset the tests ship; they are verified against it instead
+LOCAL_SUMS = "SHA256SUMS"
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, remembered per (path, size, mtime) within the process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, algorithm)
+    if key not in _DIGESTS:
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def _read_sums(path: Path) -> dict[str, str]:
+    sums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[Path(name.lstrip("*")).name] = digest.lower()
+    return sums
 
 
 @dataclass(frozen=True)
@@ -63,17 +101,77 @@ def _missing(spec: DatasetSpec, why: str) -> DataNotFoundError:
     )
 
 
+def _mnist_folder(spec: DatasetSpec) -> Path:
+    return Path(spec.root) / "MNIST" / "raw"
+
+
+def mnist_identity(spec: DatasetSpec) -> str:
+    """Check the four MNIST IDX files under ``spec.root`` and say what they are: "official"
+    (the official checksums) or "local" (a checksum list beside them, see :data:`LOCAL_SUMS`,
+    lists them with their actual checksums); a file matching neither raises a one-line
+    :class:`DataCorruptError` naming it."""
+    folder = _mnist_folder(spec)
+    digests = {name: file_digest(folder / name) for name in MNIST_SHA256}
+    if digests == MNIST_SHA256:
+        return "official"
+    sums_file = folder / LOCAL_SUMS
+    local = _read_sums(sums_file) if sums_file.is_file() else {}
+    for name, digest in digests.items():
+        if digest != MNIST_SHA256[name] and local.get(name) != digest:
+            against = (f"the official checksum or {sums_file}" if local
+                       else "the official checksum")
+            raise DataCorruptError(
+                f"MNIST file {(folder / name).resolve()} does not match {against} (sha256 "
+                f"{digest[:12]}...): it is modified or corrupt. Re-download it, or skip the check "
+                f"with dataset.verify_checksum=false (or ADVREPRO_VERIFY_CHECKSUM=false)."
+            )
+    return "local"
+
+
+def data_fingerprint(spec: DatasetSpec) -> str:
+    """The identity of the data under ``spec.root``, independent of how the root is spelled:
+    the dataset's name for the official files, otherwise the name and a short sha256 of the
+    actual files (e.g. ``"cifar10-3f0a9c21d4e7"`` for a locally rebuilt copy)."""
+    if spec.name == "mnist":
+        folder = _mnist_folder(spec)
+        names = sorted(MNIST_SHA256)
+        official = dict(MNIST_SHA256)
+    else:
+        from torchvision import datasets
+
+        folder = Path(spec.root) / datasets.CIFAR10.base_folder
+        md5s = dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list)
+        md5s[datasets.CIFAR10.meta["filename"]] = datasets.CIFAR10.meta["md5"]
+        names = sorted(md5s)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise _missing(spec, f"no {missing[0]} in {folder.resolve()}")
+    if spec.name == "mnist":
+        if all(file_digest(folder / n) == official[n] for n in names):
+            return spec.name
+    elif all(file_digest(folder / n, "md5") == md5s[n] for n in names):
+        return spec.name
+    blob = "".join(f"{file_digest(folder / n)}  {n}\n" for n in names)
+    return f"{spec.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
 def _torchvision_dataset(spec: DatasetSpec, train: bool):
     from torchvision import datasets
 
     root = os.fspath(spec.root)
     if spec.name == "mnist":
+        present = all((_mnist_folder(spec) / n).is_file() for n in MNIST_SHA256)
+        if present and spec.verify_checksum:
+            mnist_identity(spec)  # before reading them
         try:
-            return datasets.MNIST(root, train=train, download=spec.download)
+            ds = datasets.MNIST(root, train=train, download=spec.download)
         except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
             raise _missing(spec, str(err).splitlines()[0]) from None
         except OSError as err:  # download attempted without network
             raise _missing(spec, f"download failed: {err}") from None
+        if not present and spec.verify_checksum:
+            mnist_identity(spec)  # just downloaded
+        return ds
 
     class _CIFAR10(datasets.CIFAR10):
         # The checksum is skipped only on explicit request (dataset.verify_checksum=false),
