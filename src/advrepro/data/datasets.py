@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +89,6 @@ class DatasetSpec:
 def _missing(spec: DatasetSpec, why: str) -> DataNotFoundError:
     root = Path(spec.root).resolve()
     folder = "MNIST/raw/" if spec.name == "mnist" else "cifar-10-batches-py/"
-    if spec.name == "cifar10" and (root / folder).is_dir() and spec.verify_checksum:
-        return DataNotFoundError(
-            f"cifar10 files under {root / folder} do not match the official checksums ({why}). "
-            f"Re-download them, or, for a deliberately rebuilt local copy, skip the check with "
-            f"dataset.verify_checksum=false (or ADVREPRO_VERIFY_CHECKSUM=false)."
-        )
     return DataNotFoundError(
         f"{spec.name} not found under {root} ({why}). Either allow the download "
         f"(dataset.download=true, needs internet) or place torchvision's layout there "
@@ -155,49 +150,112 @@ def data_fingerprint(spec: DatasetSpec) -> str:
     return f"{spec.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _torchvision_dataset(spec: DatasetSpec, train: bool):
+def _mnist(spec: DatasetSpec, train: bool):
+    """torchvision's MNIST, its files verified first (see :func:`mnist_identity`)."""
     from torchvision import datasets
 
-    root = os.fspath(spec.root)
-    if spec.name == "mnist":
-        present = all((_mnist_folder(spec) / n).is_file() for n in MNIST_SHA256)
-        if present and spec.verify_checksum:
-            mnist_identity(spec)  # before reading them
-        try:
-            ds = datasets.MNIST(root, train=train, download=spec.download)
-        except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
-            raise _missing(spec, str(err).splitlines()[0]) from None
-        except OSError as err:  # download attempted without network
-            raise _missing(spec, f"download failed: {err}") from None
-        if not present and spec.verify_checksum:
-            mnist_identity(spec)  # just downloaded
-        return ds
-
-    class _CIFAR10(datasets.CIFAR10):
-        # The checksum is skipped only on explicit request (dataset.verify_checksum=false),
-        # e.g. for a locally rebuilt copy whose bytes differ from the official archive.
-        def _check_integrity(self) -> bool:  # noqa: D401
-            if spec.verify_checksum:
-                return super()._check_integrity()
-            base = Path(self.root) / self.base_folder
-            names = [n for n, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-            return all((base / name).is_file() for name in names)
-
-        def _load_meta(self) -> None:
-            if spec.verify_checksum:
-                return super()._load_meta()
-            import pickle
-
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
+    present = all((_mnist_folder(spec) / n).is_file() for n in MNIST_SHA256)
+    if present and spec.verify_checksum:
+        mnist_identity(spec)  # before reading them
     try:
-        return _CIFAR10(root, train=train, download=spec.download)
-    except RuntimeError as err:
+        ds = datasets.MNIST(os.fspath(spec.root), train=train, download=spec.download)
+    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
         raise _missing(spec, str(err).splitlines()[0]) from None
-    except OSError as err:
+    except OSError as err:  # download attempted without network
         raise _missing(spec, f"download failed: {err}") from None
+    if not present and spec.verify_checksum:
+        mnist_identity(spec)  # just downloaded
+    return ds
+
+
+#: the only globals a CIFAR-10 batch pickle may name: numpy's array reconstruction (under its
+#: numpy 1 and numpy 2 module names) and the codec Python 2 strings are pickled with
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, strings, numbers and numpy arrays, nothing else: a data file
+    naming any other global (``os.system``, ``builtins.eval``, ...) is refused before it runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}")
+        if module.endswith("multiarray"):
+            import numpy
+
+            core = getattr(numpy, "_core", None) or numpy.core
+            return getattr(core.multiarray, name)
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """A CIFAR-10 batch (or ``batches.meta``) read with :class:`_BatchUnpickler`; anything but
+    a dict of plain data raises a one-line :class:`DataCorruptError` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            entry = _BatchUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise DataCorruptError(
+            f"{path.resolve()} is not a CIFAR-10 batch: refused to unpickle it "
+            f"({str(err).splitlines()[0] if str(err) else 'malformed pickle'})"
+        ) from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise DataCorruptError(f"{path.resolve()} is truncated or not a CIFAR-10 batch "
+                               f"({type(err).__name__})") from None
+    if not isinstance(entry, dict):
+        raise DataCorruptError(f"{path.resolve()} is not a CIFAR-10 batch (a "
+                               f"{type(entry).__name__}, not a dict)")
+    return entry
+
+
+def _cifar10(spec: DatasetSpec, train: bool) -> tuple[Tensor, list[int]]:
+    """CIFAR-10's images (N x 3 x 32 x 32, uint8) and labels, read from torchvision's layout."""
+    import numpy as np
+    from torchvision import datasets
+
+    official = dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list)
+    meta = datasets.CIFAR10.meta
+    official[meta["filename"]] = meta["md5"]
+    folder = Path(spec.root) / datasets.CIFAR10.base_folder
+    if not all((folder / name).is_file() for name in official):
+        if not spec.download:
+            raise _missing(spec, f"no complete {datasets.CIFAR10.base_folder} folder")
+        try:  # downloads the official archive (md5-checked), then reads it
+            datasets.CIFAR10(os.fspath(spec.root), train=train, download=True)
+        except RuntimeError as err:
+            raise _missing(spec, str(err).splitlines()[0]) from None
+        except OSError as err:
+            raise _missing(spec, f"download failed: {err}") from None
+    if spec.verify_checksum:
+        for name, md5 in official.items():
+            if file_digest(folder / name, "md5") != md5:
+                raise DataCorruptError(
+                    f"cifar10 file {(folder / name).resolve()} does not match the official "
+                    f"checksum (md5 {file_digest(folder / name, 'md5')}). Re-download it, or, for "
+                    f"a deliberately rebuilt local copy, skip the check with "
+                    f"dataset.verify_checksum=false (or ADVREPRO_VERIFY_CHECKSUM=false)."
+                )
+    names = [n for n, _ in (datasets.CIFAR10.train_list if train
+                            else datasets.CIFAR10.test_list)]
+    images, labels = [], []
+    for name in names:
+        entry = read_cifar_batch(folder / name)
+        data, targets = entry.get("data"), entry.get("labels")
+        if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+                or data.shape[1] != 3 * 32 * 32 or not isinstance(targets, list)
+                or len(targets) != len(data)):
+            raise DataCorruptError(f"{(folder / name).resolve()} is not a CIFAR-10 batch (no "
+                                   f"uint8 'data' of 3072 columns with one label per row)")
+        images.append(data)
+        labels.extend(int(t) for t in targets)
+    read_cifar_batch(folder / meta["filename"])  # the class names: must be plain data too
+    return torch.from_numpy(np.vstack(images).reshape(-1, 3, 32, 32)), labels
 
 
 _CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -212,14 +270,13 @@ def load_split(spec: DatasetSpec, split: str) -> tuple[Tensor, Tensor]:
     require_choice("split", split, ("train", "test"))
     key = (spec, split)
     if key not in _CACHE:
-        ds = _torchvision_dataset(spec, train=split == "train")
-        data = torch.as_tensor(ds.data)
-        if data.ndim == 3:  # MNIST: N x H x W
-            data = data.unsqueeze(1)
-        else:  # CIFAR: N x H x W x C
-            data = data.permute(0, 3, 1, 2)
+        if spec.name == "mnist":
+            ds = _mnist(spec, train=split == "train")
+            data, targets = torch.as_tensor(ds.data).unsqueeze(1), ds.targets  # N x 1 x H x W
+        else:
+            data, targets = _cifar10(spec, train=split == "train")
         images = data.contiguous().float().div_(255.0)
-        labels = torch.as_tensor(ds.targets, dtype=torch.long)
+        labels = torch.as_tensor(targets, dtype=torch.long)
         limit = spec.train_limit if split == "train" else spec.eval_pool
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
