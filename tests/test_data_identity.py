@@ -69,3 +69,20 @@ def test_mnist_checksum_can_be_skipped_from_the_environment(tmp_path, monkeypatc
     assert compose_cfg("train", tiny_overrides(tmp_path)).dataset.verify_checksum is True
     monkeypatch.setenv("ADVREPRO_VERIFY_CHECKSUM", "false")
     assert compose_cfg("train", tiny_overrides(tmp_path)).dataset.verify_checksum is False
+
+
+@pytest.mark.parametrize("verify", [True, False])
+@pytest.mark.parametrize("damage, says", [
+    (lambda b: b[:1000], "truncated or corrupt: 1000 bytes where its header"),
+    (lambda b: b"\0" * 16 + b[16:], "is corrupt: its header (00000000)"),
+])
+def test_a_damaged_idx_file_is_named_as_corrupt(tmp_path, damage, says, verify):
+    root = _tiny_copy(tmp_path)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataCorruptError) as err:
+        load_split(DatasetSpec("mnist", str(root), download=False, verify_checksum=verify),
+                   "test")
+    message = str(err.value)
+    assert "\n" not in message and says in message and str(path.resolve()) in message
+    assert "not found" not in message and "download=true" not in message

@@ -9,8 +9,10 @@ downloaded the way torchvision does when ``download`` is true; otherwise a
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,27 @@ def _mnist_folder(spec: DatasetSpec) -> Path:
     return Path(spec.root) / "MNIST" / "raw"
 
 
+def check_idx(path: Path) -> None:
+    """Raise a one-line :class:`DataCorruptError` naming ``path`` unless it is a well-formed MNIST
+    IDX file: an unsigned-byte header with 3 dimensions (N x 28 x 28) for images or 1 for
+    labels, and exactly the size its header announces."""
+    ndim = 1 if "labels" in path.name else 3
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = fh.read(4 + 4 * ndim)
+    where = path.resolve()
+    if len(header) < 4 + 4 * ndim or header[:4] != bytes((0, 0, 0x08, ndim)):
+        raise DataCorruptError(
+            f"MNIST file {where} is corrupt: its header ({header[:4].hex() or 'empty'}) is not "
+            f"that of an IDX file of {ndim} unsigned-byte dimension(s); re-download it")
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if (ndim == 3 and dims[1:] != (28, 28)) or size != expected:
+        raise DataCorruptError(
+            f"MNIST file {where} is truncated or corrupt: {size} bytes where its header "
+            f"({' x '.join(map(str, dims))}) announces {expected}; re-download it")
+
+
 def mnist_identity(spec: DatasetSpec) -> str:
     """Check the four MNIST IDX files under ``spec.root`` and say what they are: "official"
     (the official checksums) or "local" (a checksum list beside them, see :data:`LOCAL_SUMS`,
@@ -155,16 +178,22 @@ def _mnist(spec: DatasetSpec, train: bool):
     from torchvision import datasets
 
     present = all((_mnist_folder(spec) / n).is_file() for n in MNIST_SHA256)
-    if present and spec.verify_checksum:
-        mnist_identity(spec)  # before reading them
+    if present:  # before torchvision reads them
+        for name in MNIST_SHA256:
+            check_idx(_mnist_folder(spec) / name)
+        if spec.verify_checksum:
+            mnist_identity(spec)
     try:
         ds = datasets.MNIST(os.fspath(spec.root), train=train, download=spec.download)
     except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
         raise _missing(spec, str(err).splitlines()[0]) from None
     except OSError as err:  # download attempted without network
         raise _missing(spec, f"download failed: {err}") from None
-    if not present and spec.verify_checksum:
-        mnist_identity(spec)  # just downloaded
+    if not present:  # just downloaded
+        for name in MNIST_SHA256:
+            check_idx(_mnist_folder(spec) / name)
+        if spec.verify_checksum:
+            mnist_identity(spec)
     return ds
 
 
