@@ -86,3 +86,25 @@ def test_a_damaged_idx_file_is_named_as_corrupt(tmp_path, damage, says, verify):
     message = str(err.value)
     assert "\n" not in message and says in message and str(path.resolve()) in message
     assert "not found" not in message and "download=true" not in message
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_a_failed_download_leaves_a_missing_root_missing(tmp_path, monkeypatch, name):
+    from urllib.error import URLError
+
+    import torchvision.datasets.cifar as cifar
+    import torchvision.datasets.mnist as mnist
+
+    from advrepro.errors import DataNotFoundError
+
+    def offline(*args, **kwargs):
+        raise URLError("offline")
+
+    monkeypatch.setattr(mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    root = tmp_path / "new" / "data"
+    with pytest.raises(DataNotFoundError) as err:
+        load_split(DatasetSpec(name, str(root), download=True), "train")
+    message = str(err.value)
+    assert "\n" not in message and "downloading it failed" in message and "offline" in message
+    assert list(tmp_path.iterdir()) == []

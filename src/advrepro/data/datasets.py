@@ -91,11 +91,43 @@ class DatasetSpec:
 def _missing(spec: DatasetSpec, why: str) -> DataNotFoundError:
     root = Path(spec.root).resolve()
     folder = "MNIST/raw/" if spec.name == "mnist" else "cifar-10-batches-py/"
+    if spec.download:
+        return DataNotFoundError(
+            f"{spec.name} not found under {root} and downloading it failed ({why}). Place "
+            f"torchvision's layout there ({folder}) and point the root at it: "
+            f"paths.data_root=/path or ADVREPRO_DATA=/path."
+        )
     return DataNotFoundError(
         f"{spec.name} not found under {root} ({why}). Either allow the download "
         f"(dataset.download=true, needs internet) or place torchvision's layout there "
         f"({folder}) and point the root at it: paths.data_root=/path or ADVREPRO_DATA=/path."
     )
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    for dirpath, _, _ in os.walk(top, topdown=False):
+        try:
+            Path(dirpath).rmdir()
+        except OSError:  # not empty: a download wrote something, keep it
+            pass
+
+
+def _torchvision(spec: DatasetSpec, make):
+    """``make()`` (a torchvision dataset, which downloads when ``spec.download``), its failures
+    as one-line :class:`DataNotFoundError`; directories it created for a failed download are
+    removed again, so a missing root is left missing."""
+    top = Path(spec.root).absolute()
+    while not top.parent.exists():
+        top = top.parent
+    created = not top.exists()
+    try:
+        return make()
+    except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found...", no network
+        if created:
+            _remove_empty_dirs(top)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        why = " ".join(dict.fromkeys(lines[:1] + lines[-1:])) or type(err).__name__
+        raise _missing(spec, why) from None
 
 
 def _mnist_folder(spec: DatasetSpec) -> Path:
@@ -183,12 +215,8 @@ def _mnist(spec: DatasetSpec, train: bool):
             check_idx(_mnist_folder(spec) / name)
         if spec.verify_checksum:
             mnist_identity(spec)
-    try:
-        ds = datasets.MNIST(os.fspath(spec.root), train=train, download=spec.download)
-    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
-        raise _missing(spec, str(err).splitlines()[0]) from None
-    except OSError as err:  # download attempted without network
-        raise _missing(spec, f"download failed: {err}") from None
+    ds = _torchvision(spec, lambda: datasets.MNIST(os.fspath(spec.root), train=train,
+                                                   download=spec.download))
     if not present:  # just downloaded
         for name in MNIST_SHA256:
             check_idx(_mnist_folder(spec) / name)
@@ -255,12 +283,9 @@ def _cifar10(spec: DatasetSpec, train: bool) -> tuple[Tensor, list[int]]:
     if not all((folder / name).is_file() for name in official):
         if not spec.download:
             raise _missing(spec, f"no complete {datasets.CIFAR10.base_folder} folder")
-        try:  # downloads the official archive (md5-checked), then reads it
-            datasets.CIFAR10(os.fspath(spec.root), train=train, download=True)
-        except RuntimeError as err:
-            raise _missing(spec, str(err).splitlines()[0]) from None
-        except OSError as err:
-            raise _missing(spec, f"download failed: {err}") from None
+        # downloads the official archive (md5-checked), then reads it
+        _torchvision(spec, lambda: datasets.CIFAR10(os.fspath(spec.root), train=train,
+                                                    download=True))
     if spec.verify_checksum:
         for name, md5 in official.items():
             if file_digest(folder / name, "md5") != md5:
