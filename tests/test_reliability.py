@@ -128,3 +128,23 @@ def test_a_held_lock_is_waited_for_with_a_log_line(tmp_path, caplog):
     thread.join(10)
     assert order == ["first", "second"]
     assert "waiting for another process working on cell-1" in caplog.text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_umask_mode(tmp_path, umask):
+    import os
+
+    from advrepro.io import atomic_torch_save, atomic_write_json, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "a")
+        atomic_write_json(tmp_path / "b.json", {"b": 1})
+        atomic_torch_save(tmp_path / "c.pt", {"c": torch.zeros(1)})
+        (tmp_path / "reference").touch()
+    finally:
+        os.umask(old)
+    expected = (tmp_path / "reference").stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for name in ("a.txt", "b.json", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
