@@ -130,6 +130,22 @@ def test_a_held_lock_is_waited_for_with_a_log_line(tmp_path, caplog):
     assert "waiting for another process working on cell-1" in caplog.text
 
 
+def test_truncated_model_metadata_is_a_one_line_user_error(tmp_path):
+    from test_cache import _request
+
+    from advrepro.errors import UserError
+
+    cache = ModelCache(tmp_path, accelerator="cpu", progress=False)
+    req = _request(epochs=1)
+    cache.get(req)
+    meta = cache.directory(req) / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+    with pytest.raises(UserError) as err:
+        cache.metadata(req)
+    assert "\n" not in str(err.value) and str(meta) in str(err.value)
+    assert "to retrain" in str(err.value)
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_written_files_get_the_umask_mode(tmp_path, umask):
     import os

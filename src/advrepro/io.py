@@ -61,6 +61,17 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_json(path: str | os.PathLike, remedy: str = "delete it") -> Any:
+    """The JSON document in ``path``; a truncated or malformed one raises a one-line
+    :class:`CheckpointError` naming it, with ``remedy``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is truncated or not JSON ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0]}); {remedy}") from None
+
+
 def safe_torch_load(path: str | os.PathLike, remedy: str = "delete it to retrain") -> Any:
     """``torch.load(..., weights_only=True)`` with a clear error for missing or corrupt files;
     ``remedy`` tells the user what to do about a corrupt one."""

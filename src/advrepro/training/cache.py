@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advrepro.errors import CheckpointError
-from advrepro.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from advrepro.io import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
 from advrepro.locking import exclusive
 from advrepro.training.module import ClassifierModule
 from advrepro.training.recipe import TrainRecipe
@@ -132,7 +132,9 @@ class ModelCache:
 
     def metadata(self, request: TrainRequest) -> dict[str, Any]:
         path = self.directory(request) / "meta.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        return read_json(path, f"delete {path.parent} to retrain the model")
 
     def get(self, request: TrainRequest) -> nn.Module:
         """The trained model of ``request`` in eval mode: from the cache, or trained now.
