@@ -164,3 +164,25 @@ def test_written_files_get_the_umask_mode(tmp_path, umask):
     assert expected == 0o666 & ~umask
     for name in ("a.txt", "b.json", "c.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+
+
+@pytest.mark.parametrize("override, summary", [
+    ("defense=nosuch", "error: In 'attack': Could not find 'defense/nosuch'; available options "
+                       "in 'defense': bit_depth, bit_depth_3, "),
+    ("nosuchkey=3", "error: Could not override 'nosuchkey': Key 'nosuchkey' is not in struct"),
+])
+def test_hydra_errors_start_with_a_one_line_summary(tmp_path, override, summary):
+    """Hydra's own message (raised before the task runs) is kept, after a one-line summary."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, tiny_overrides
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "attack.py"),
+                          *tiny_overrides(tmp_path / "out", [override])],
+                         capture_output=True, text=True, timeout=120)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 1 and lines[0].startswith(summary), out.stderr
+    assert len(lines) > 3 and "HYDRA_FULL_ERROR" in out.stderr  # Hydra's message follows
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "out").exists()
