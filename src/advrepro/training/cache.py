@@ -159,11 +159,12 @@ class ModelCache:
         return model.eval()
 
     def _train(self, request: TrainRequest, model: nn.Module, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / "request.json", request.key_dict())
         pl.seed_everything(request.seed, workers=True, verbose=False)
         model = request.new_model()  # re-created after seeding: same init every time
+        # the data first: bad data (a UserError) leaves no model directory behind
         x_tr, y_tr, x_val, y_val = request.make_data()
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / "request.json", request.key_dict())
         if hasattr(model, "fit_preprocessing"):
             model.fit_preprocessing(x_tr)
         recipe = request.recipe
