@@ -8,11 +8,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from advrepro.cli import user_errors_as_one_line
+from advrepro.cli import summarise_hydra_errors, user_errors_as_one_line
 from advrepro.experiments.runner import run_cell
 from advrepro.experiments.summary import summary_line
 
 
+@summarise_hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

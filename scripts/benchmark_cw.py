@@ -8,13 +8,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from advrepro.cli import user_errors_as_one_line
+from advrepro.cli import summarise_hydra_errors, user_errors_as_one_line
 from advrepro.data import random_targets, sample_correctly_classified
 from advrepro.experiments.benchmark import Budget, run_benchmark
 from advrepro.experiments.workbench import Workbench
 from advrepro.report.tables import to_markdown
 
 
+@summarise_hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

@@ -7,10 +7,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from advrepro.cli import user_errors_as_one_line
+from advrepro.cli import summarise_hydra_errors, user_errors_as_one_line
 from advrepro.report.tables import TableContext, to_markdown
 
 
+@summarise_hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="table")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

@@ -9,12 +9,13 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from advrepro.cli import user_errors_as_one_line
+from advrepro.cli import summarise_hydra_errors, user_errors_as_one_line
 from advrepro.experiments.workbench import Workbench
 
 log = logging.getLogger("advrepro.train")
 
 
+@summarise_hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

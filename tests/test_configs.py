@@ -7,7 +7,7 @@ from conftest import CONF, ROOT, TINY_DATA, compose_cfg, tiny_overrides
 from hydra.utils import instantiate
 
 from advrepro.data import DatasetSpec, load_split
-from advrepro.errors import ConfigError, DataNotFoundError
+from advrepro.errors import ConfigError, DataCorruptError, DataNotFoundError
 from advrepro.experiments.identity import attack_name, cell_identity
 
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
@@ -102,7 +102,7 @@ def test_cifar_with_wrong_checksums_names_the_opt_out(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (folder / name).write_bytes(b"not the official bytes")
     spec = DatasetSpec("cifar10", str(tmp_path), download=False)
-    with pytest.raises(DataNotFoundError, match="verify_checksum=false"):
+    with pytest.raises(DataCorruptError, match="data_batch_1 does not match.*checksum=false"):
         load_split(spec, "test")
 
 

@@ -13,6 +13,10 @@ class DataNotFoundError(UserError):
     """A dataset is absent and could not be fetched."""
 
 
+class DataCorruptError(UserError):
+    """A dataset file is present but modified, truncated or malformed."""
+
+
 class CheckpointError(UserError):
     """A checkpoint file is missing, truncated or not a checkpoint of this tool."""
 

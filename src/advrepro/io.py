@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,26 @@ import torch
 from advrepro.errors import CheckpointError
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+    The file gets the mode of any newly created file (0666 less the umask), not the 0600 of
+    the temporary file it is written through."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -44,6 +59,17 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str | os.PathLike, remedy: str = "delete it") -> Any:
+    """The JSON document in ``path``; a truncated or malformed one raises a one-line
+    :class:`CheckpointError` naming it, with ``remedy``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is truncated or not JSON ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0]}); {remedy}") from None
 
 
 def safe_torch_load(path: str | os.PathLike, remedy: str = "delete it to retrain") -> Any:

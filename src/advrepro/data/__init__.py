@@ -1,6 +1,6 @@
 """Datasets and the papers' evaluation protocol."""
 
-from advrepro.data.datasets import DatasetSpec, load_split
+from advrepro.data.datasets import DatasetSpec, data_fingerprint, load_split
 from advrepro.data.sampling import (
     disjoint_halves,
     random_targets,
@@ -9,6 +9,7 @@ from advrepro.data.sampling import (
 
 __all__ = [
     "DatasetSpec",
+    "data_fingerprint",
     "load_split",
     "disjoint_halves",
     "random_targets",

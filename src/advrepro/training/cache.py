@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advrepro.errors import CheckpointError
-from advrepro.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from advrepro.io import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from advrepro.locking import exclusive
 from advrepro.training.module import ClassifierModule
 from advrepro.training.recipe import TrainRecipe
 
@@ -83,6 +84,32 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
     return correct / max(len(x), 1)
 
 
+class RandomStateCheckpoint(pl.Callback):
+    """Saves the random state of a training in its Lightning checkpoints and restores it on
+    resume, so that a resumed training continues the very random streams an uninterrupted one
+    would: the shuffling generator of the training DataLoader (it draws each epoch's
+    permutation and the iterator's base seed) and the global torch RNG (dropout, augmentation;
+    the CUDA generators too when CUDA is initialised).
+
+    Checkpoints are written at epoch ends, after the epoch's draws and before the next epoch's.
+    """
+
+    def __init__(self, shuffle_generator: torch.Generator) -> None:
+        self.shuffle_generator = shuffle_generator
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"shuffle": self.shuffle_generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.shuffle_generator.set_state(state_dict["shuffle"])
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 class ModelCache:
     """Directory of trained models: ``<root>/<name>-<hash>/{model.pt,meta.json,last.ckpt}``."""
 
@@ -105,15 +132,22 @@ class ModelCache:
 
     def metadata(self, request: TrainRequest) -> dict[str, Any]:
         path = self.directory(request) / "meta.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        return read_json(path, f"delete {path.parent} to retrain the model")
 
     def get(self, request: TrainRequest) -> nn.Module:
-        """The trained model of ``request`` in eval mode: from the cache, or trained now."""
+        """The trained model of ``request`` in eval mode: from the cache, or trained now.
+
+        Training holds the model's inter-process lock: a second process asking for the same
+        model meanwhile waits for it, then loads the weights the first one trained."""
         directory = self.directory(request)
         model = request.new_model()
         weights = directory / "model.pt"
         if not weights.is_file():
-            self._train(request, model, directory)
+            with exclusive(directory, f"model {directory.name}"):
+                if not weights.is_file():  # not trained by the process we waited for
+                    self._train(request, model, directory)
         state = safe_torch_load(weights)
         try:
             model.load_state_dict(state)
@@ -125,21 +159,22 @@ class ModelCache:
         return model.eval()
 
     def _train(self, request: TrainRequest, model: nn.Module, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / "request.json", request.key_dict())
         # the static models of ensemble adversarial training come first (trained now if they
         # are not cached yet), so that this model's training starts from the seed either way
         static = request.static_sources() if request.static_sources else []
         pl.seed_everything(request.seed, workers=True, verbose=False)
         model = request.new_model()  # re-created after seeding: same init every time
+        # the data first: bad data (a UserError) leaves no model directory behind
         x_tr, y_tr, x_val, y_val = request.make_data()
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / "request.json", request.key_dict())
         if hasattr(model, "fit_preprocessing"):
             model.fit_preprocessing(x_tr)
         recipe = request.recipe
+        shuffle = torch.Generator().manual_seed(request.seed)
         loader = DataLoader(
             TensorDataset(x_tr, y_tr), batch_size=recipe.batch_size, shuffle=True,
-            drop_last=len(x_tr) > recipe.batch_size,
-            generator=torch.Generator().manual_seed(request.seed),
+            drop_last=len(x_tr) > recipe.batch_size, generator=shuffle,
         )
         # its own generator: iterating it must not draw from the global RNG that the
         # augmentation uses, so validating or not leaves the trained weights unchanged
@@ -166,7 +201,8 @@ class ModelCache:
                 pl.callbacks.ModelCheckpoint(
                     dirpath=str(directory), filename="last", save_top_k=1, save_last=False,
                     every_n_epochs=1, save_weights_only=False, enable_version_counter=False,
-                )
+                ),
+                RandomStateCheckpoint(shuffle),
             ],
             num_sanity_val_steps=0,
             check_val_every_n_epoch=max(self.validate_every_n_epochs, 1),
