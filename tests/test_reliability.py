@@ -186,3 +186,27 @@ def test_hydra_errors_start_with_a_one_line_summary(tmp_path, override, summary)
     assert len(lines) > 3 and "HYDRA_FULL_ERROR" in out.stderr  # Hydra's message follows
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_longer_constant_rate_training_continues_the_shorter_one(tmp_path):
+    """tramer2017 §5.3 trains its 6-epoch models for 6 more epochs: with a constant learning
+    rate, a 3-epoch request continues the finished 1-epoch model of the same recipe and ends
+    with the weights of an uninterrupted 3-epoch training."""
+    def request(epochs):
+        req = _dropout_request(epochs)
+        return TrainRequest(req.name, req.model_cfg, TrainRecipe(
+            epochs=epochs, batch_size=32, optimizer="adam", lr=1e-3, augment="shift",
+            schedule="constant"), req.seed, req.data_key, req.make_data)
+
+    whole = ModelCache(tmp_path / "whole", accelerator="cpu", progress=False).get(request(3))
+    cache = ModelCache(tmp_path / "steps", accelerator="cpu", progress=False)
+    cache.get(request(1))
+    assert cache.shorter_run(request(3)) == cache.directory(request(1)) / "last.ckpt"
+    longer = cache.get(request(3))
+    assert cache.metadata(request(3))["resumed_from"] == str(
+        cache.directory(request(1)) / "last.ckpt")
+    for (name, a), b in zip(whole.state_dict().items(), longer.state_dict().values(),
+                            strict=True):
+        assert a.numpy().tobytes() == b.numpy().tobytes(), name
+    # a one-cycle schedule depends on the total length: never continued
+    assert cache.shorter_run(_dropout_request(3)) is None

@@ -97,6 +97,12 @@ class RandomStateCheckpoint(pl.Callback):
     def __init__(self, shuffle_generator: torch.Generator) -> None:
         self.shuffle_generator = shuffle_generator
 
+    @classmethod
+    def saved_in(cls, checkpoint: Path) -> bool:
+        """Whether a Lightning checkpoint holds this callback's random states."""
+        callbacks = safe_torch_load(checkpoint).get("callbacks", {})
+        return any(cls.__name__ in str(key) for key in callbacks)
+
     def state_dict(self) -> dict[str, Any]:
         state = {"shuffle": self.shuffle_generator.get_state(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -158,6 +164,30 @@ class ModelCache:
             ) from None
         return model.eval()
 
+    def shorter_run(self, request: TrainRequest) -> Path | None:
+        """The final checkpoint of the same request trained for fewer epochs, when the recipe's
+        learning rate is constant: training on from it is the longer training itself (the
+        checkpoint restores the optimiser, the data order and the random state), as
+        tramer2017 §5.3 trains its 6-epoch models for 6 more epochs. None otherwise."""
+        recipe = request.recipe
+        if recipe.schedule != "constant" or recipe.max_steps > 0:
+            return None
+        mine = request.key_dict()
+        best: tuple[int, Path] | None = None
+        for req_file in self.root.glob(f"{request.name}-*/request.json"):
+            other = req_file.parent
+            if not ((other / "model.pt").is_file() and (other / "last.ckpt").is_file()):
+                continue
+            if not RandomStateCheckpoint.saved_in(other / "last.ckpt"):
+                continue  # written before random states were saved: not the same training
+            theirs = read_json(req_file)
+            epochs = theirs.get("recipe", {}).get("epochs", 0)
+            same = {**theirs, "recipe": {**theirs.get("recipe", {}), "epochs": recipe.epochs}}
+            if same == json.loads(json.dumps(mine, default=str)) and epochs < recipe.epochs \
+                    and (best is None or epochs > best[0]):
+                best = (epochs, other / "last.ckpt")
+        return best[1] if best else None
+
     def _train(self, request: TrainRequest, model: nn.Module, directory: Path) -> None:
         # the static models of ensemble adversarial training come first (trained now if they
         # are not cached yet), so that this model's training starts from the seed either way
@@ -183,7 +213,7 @@ class ModelCache:
         module = ClassifierModule(model, recipe, steps_per_epoch=len(loader),
                                   static_sources=static, seed=request.seed)
         last = directory / "last.ckpt"
-        resume = last if last.is_file() else None
+        resume = last if last.is_file() else self.shorter_run(request)
         if resume is not None:
             safe_torch_load(resume)  # fail clearly before Lightning tries on a truncated file
             log.info("resuming %s from %s", request.name, resume)
