@@ -138,3 +138,12 @@ def test_pca_fully_connected_uses_the_given_projection():
     own = type(net)(k=6, input_dim=16)
     own.fit_preprocessing(train)
     assert torch.allclose(own.components.abs(), net.components.abs(), atol=1e-4)
+
+
+def test_randomized_pca_finds_the_leading_subspace_of_a_low_rank_matrix():
+    x, basis, *_ = _low_rank(n=80, d=12)
+    pca = PCA.fit_lowrank(x, 3)
+    v = pca.components
+    assert v.shape == (12, 3)
+    assert torch.allclose(v @ v.T, basis @ basis.T, atol=1e-4)
+    assert torch.allclose(pca.explained_variance, PCA.fit(x).explained_variance[:3], rtol=1e-4)

@@ -55,6 +55,27 @@ class PCA(nn.Module):
         pca.explained_variance.copy_(s[:r].pow(2) / (n - 1))
         return pca.to(images.device)
 
+    @classmethod
+    def fit_lowrank(cls, images: Tensor, n_components: int, oversample: int = 10,
+                    niter: int = 4, seed: int = 0) -> PCA:
+        """The first ``n_components`` by randomized SVD (``torch.pca_lowrank``), for wide
+        inputs such as a convolutional layer's output (cw2017 §4.3) where a full SVD is too
+        slow. ``explained_variance`` holds only the kept components' variances."""
+        flat = images.detach().flatten(1).double()
+        n, d = flat.shape
+        q = min(n_components + oversample, n, d)
+        if not 1 <= n_components <= q:
+            raise ValueError(f"n_components must be in 1..{q}, got {n_components}")
+        mean = flat.mean(0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, s, v = torch.pca_lowrank(flat - mean, q=q, center=False, niter=niter)
+        pca = cls(d, n_components)
+        pca.mean.copy_(mean.to(pca.mean.dtype))
+        pca.components.copy_(v[:, :n_components])
+        pca.explained_variance.copy_(s[:n_components].pow(2) / (n - 1))
+        return pca.to(images.device)
+
     @property
     def dim(self) -> int:
         return self.components.shape[0]
