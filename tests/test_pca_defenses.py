@@ -147,3 +147,22 @@ def test_randomized_pca_finds_the_leading_subspace_of_a_low_rank_matrix():
     assert v.shape == (12, 3)
     assert torch.allclose(v @ v.T, basis @ basis.T, atol=1e-4)
     assert torch.allclose(pca.explained_variance, PCA.fit(x).explained_variance[:3], rtol=1e-4)
+
+
+def test_carlini_wagner_differentiates_through_the_pca_projection():
+    """cw2017 §4.2, perfect knowledge: C&W on F(reconstruct_k(x)) finds targeted examples."""
+    from advrepro.attacks import CarliniWagnerL2
+    from advrepro.defenses.system import DefendedSystem
+
+    g = torch.Generator().manual_seed(5)
+    pca = PCA.fit(torch.rand(80, 1, 4, 4, generator=g))
+    torch.manual_seed(0)
+    system = DefendedSystem(PCAProjected(_Flat(), pca, 6))
+    x = torch.rand(6, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        targets = (system.logits(x).argmax(1) + 1) % 3
+    attack = CarliniWagnerL2(binary_search_steps=4, max_iterations=100, learning_rate=0.1,
+                             initial_const=1.0, progress=False)
+    result = attack(system.objective(targeted=True), x, targets)
+    assert result.success.all()
+    assert (system.predict(result.adversarial) == targets).all()
