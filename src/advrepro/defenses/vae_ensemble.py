@@ -16,18 +16,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+import advrepro.attacks  # noqa: F401  (first: importing defenses.system alone is circular)
 from advrepro.defenses.system import DefendedSystem
 from advrepro.errors import ConfigError, require_choice
+from advrepro.models.vae import classifier_stages
 
 MODES = ("deterministic", "stochastic")
-
-
-def classifier_stages(classifier: nn.Module) -> tuple[tuple[str, ...], list[nn.Module]]:
-    """Insertion points and stages of ``classifier``: ``stages()`` of a model that offers it
-    (LeNet), else the image as the only insertion point (LR: its VAE cleans its input)."""
-    if hasattr(classifier, "stages"):
-        return tuple(classifier.insertion_points), list(classifier.stages())
-    return ("input",), [classifier]
 
 
 def all_arrangements(n: int) -> list[tuple[int, ...]]:

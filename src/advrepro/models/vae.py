@@ -20,6 +20,14 @@ from advrepro.errors import require_choice
 OUTPUTS = ("sigmoid", "softplus")
 
 
+def classifier_stages(classifier: nn.Module) -> tuple[tuple[str, ...], list[nn.Module]]:
+    """Insertion points and stages of ``classifier``: ``stages()`` of a model that offers it
+    (LeNet), else the image as the only insertion point (LR: its VAE cleans its input)."""
+    if hasattr(classifier, "stages"):
+        return tuple(classifier.insertion_points), list(classifier.stages())
+    return ("input",), [classifier]
+
+
 class ActivationVAE(nn.Module):
     """Fully connected VAE on a flattened activation of shape ``shape``.
 

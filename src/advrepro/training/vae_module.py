@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advrepro.defenses.vae_ensemble import classifier_stages
 from advrepro.errors import ConfigError
+from advrepro.models.vae import classifier_stages
 from advrepro.training.module import ClassifierModule
 from advrepro.training.recipe import TrainRecipe
 
