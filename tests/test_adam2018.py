@@ -93,14 +93,14 @@ def test_vae_reconstructs_shape_deterministically_and_its_loss_terms_are_sane(im
 
 
 @NO_TRAINER
-def test_vae_module_lowers_the_negative_elbo_of_conv1_activations(lenet, images):
+def test_vae_module_lowers_the_negative_elbo_of_conv2_activations(lenet, images):
     torch.manual_seed(3)
-    vae = ActivationVAE([32, 14, 14], hidden=32, latent=4, output="softplus")
+    vae = ActivationVAE([64, 7, 7], hidden=16, latent=4, output="softplus")
     module = VAEModule(vae, VAERecipe(optimizer="adam", lr=1e-3, kl_weight=1.0),
-                       steps_per_epoch=1, features=insertion_point_features(lenet, "conv1"))
+                       steps_per_epoch=1, features=insertion_point_features(lenet, "conv2"))
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     first = None
-    for _ in range(40):
+    for _ in range(30):
         loss = module.training_step((images, torch.zeros(4, dtype=torch.long)), 0)
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
@@ -408,3 +408,24 @@ def test_detector_accuracy_counts_right_decisions():
     flagged = torch.tensor([True, False, True, True])
     assert detector_accuracy(flagged, False) == 0.25
     assert detector_accuracy(flagged, torch.tensor([True, False, False, True])) == 0.75
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+def test_configs_instantiate_and_vae_shapes_fit_lenets_insertion_points(lenet, images, tmp_path):
+    from conftest import compose_cfg, tiny_overrides
+    from hydra.utils import instantiate
+
+    def load(group, option):
+        return instantiate(compose_cfg("train", tiny_overrides(tmp_path, [f"{group}={option}"]))
+                           [group])
+
+    acts = lenet.activations(images[:2])
+    for point in ("input", "conv1", "conv2"):
+        vae = load("model", f"adam_vae_{point}").eval()
+        assert vae(acts[point]).shape == acts[point].shape
+    assert load("model", "adam_triplet")(images[:2]).shape == (2, 128)
+    vae_recipe, triplet_recipe = load("train", "adam_vae"), load("train", "adam_triplet")
+    assert isinstance(vae_recipe, VAERecipe) and "kl_weight" in vae_recipe.as_dict()
+    assert isinstance(triplet_recipe, TripletRecipe) and "margin" in triplet_recipe.as_dict()
+    assert load("train", "adam_mnist").augment == "none"  # adam2018 §4: no augmentation
