@@ -377,16 +377,18 @@ def test_success_needs_original_correct_and_a_new_wrong_class():
 
 
 def test_correlations_reproduce_table_4_from_tables_2_and_3():
-    # Table 3 cosines and Table 2 transfer rates of the six transfer arrangements
-    # [0,0,1], [0,1,0], [1,0,0], [0,1,1], [1,0,1], [1,1,0] (adam2018 §4.2-4.3)
-    cosine = [0.219, 0.190, 0.648, 0.249, 0.773, 0.728]
-    transfer = {"FGS": [0.035, 0.019, 0.117, 0.018, 0.133, 0.131],
-                "IGS": [0.016, 0.011, 0.193, 0.014, 0.231, 0.223],
-                "CW2": [0.003, 0.002, 0.775, 0.003, 0.959, 0.892]}
-    table4 = {"FGS": (0.990, 0.829), "IGS": (0.997, 0.943), "CW2": (0.997, 0.986)}
-    for attack, rates in transfer.items():
+    """Table 4 is the correlation, over the six transfer arrangements (not [1,1,1]), of the
+    Table 3 cosines with the Table 2 transfer rates: recomputed from paper_values.csv, which
+    also checks those typed-in numbers."""
+    from advrepro.report.paper_values import paper_value
+
+    arrangements = ["001", "010", "100", "011", "101", "110"]
+    cosine = [paper_value("adam2018", "table3", "111", f"cosine_{a}") for a in arrangements]
+    for attack in ("fgs", "igs", "cw2"):
+        rates = [paper_value("adam2018", "table2", attack, f"transfer_{a}") for a in arrangements]
         r = correlations(cosine, rates)
-        assert (round(r["pearson"], 3), round(r["spearman"], 3)) == table4[attack]
+        for kind in ("pearson", "spearman"):
+            assert round(r[kind], 3) == paper_value("adam2018", "table4", kind, attack)
     assert correlations([1, 2, 3], [1, 4, 9])["spearman"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         correlations([1], [2])
