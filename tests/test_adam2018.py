@@ -26,6 +26,11 @@ from advrepro.report.transferability import (
     input_gradient_cosine,
     relevant_transfer,
 )
+from advrepro.training.jacobian_module import (
+    JacobianNormModule,
+    JacobianPairModule,
+    JacobianRecipe,
+)
 from advrepro.training.losses import (
     class_input_gradient,
     jacobian_alignment_penalty,
@@ -356,10 +361,53 @@ def test_jacobian_norm_penalty_targets_the_true_class_norm():
     model = linear([[3.0, 0.0, 4.0], [0.0, 1.0, 0.0]])  # norms 5 and 1
     x, y = torch.randn(2, 3), torch.tensor([0, 1])
     penalty = jacobian_norm_penalty(model, x, y, target=2.0)
-    assert float(penalty) == pytest.approx(((5 - 2) ** 2 + (1 - 2) ** 2) / 2)
+    assert float(penalty.detach()) == pytest.approx(((5 - 2) ** 2 + (1 - 2) ** 2) / 2)
     penalty.backward()
     # d/dW_0 (|W_0| - 2)^2 / 2 = (|W_0| - 2) W_0 / |W_0|
     torch.testing.assert_close(model.weight.grad[0], torch.tensor([1.8, 0.0, 2.4]))
+
+
+def _train_steps(module, params, x, y, steps=60, lr=0.05):
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        loss = module.training_step((x, y), 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@NO_TRAINER
+@pytest.mark.parametrize("goal", ["parallel", "orthogonal"])
+def test_jacobian_pair_training_moves_the_cosine_to_its_goal(goal):
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 2, 2)
+    y = (x.flatten(1)[:, 0] > 0).long()
+    pair = [nn.Sequential(nn.Flatten(), nn.Linear(4, 2)) for _ in range(2)]
+    module = JacobianPairModule(*pair, JacobianRecipe(goal=goal, penalty_weight=5.0),
+                                steps_per_epoch=1)
+    before = jacobian_cosine(*pair, x, y, create_graph=False).mean()
+    _train_steps(module, module.model.parameters(), x, y)
+    after = jacobian_cosine(*pair, x, y, create_graph=False)
+    if goal == "parallel":
+        assert after.mean() > max(float(before), 0.95)
+    else:
+        assert after.abs().max() < 0.1 < abs(float(before))
+
+
+@NO_TRAINER
+def test_jacobian_norm_training_reaches_its_goal():
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 2, 2)
+    y = (x.flatten(1)[:, 0] > 0).long()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    module = JacobianNormModule(model, JacobianRecipe(goal="norm", target_norm=3.0,
+                                                      penalty_weight=1.0), steps_per_epoch=1)
+    _train_steps(module, model.parameters(), x, y, steps=150)
+    assert (jacobian_norm(model, x, y) - 3.0).abs().max() < 0.3
+    with pytest.raises(ConfigError):
+        JacobianPairModule(model, model, JacobianRecipe(goal="norm"), steps_per_epoch=1)
+    with pytest.raises(ConfigError):
+        JacobianRecipe(goal="diagonal")
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -431,3 +479,5 @@ def test_configs_instantiate_and_vae_shapes_fit_lenets_insertion_points(lenet, i
     assert isinstance(vae_recipe, VAERecipe) and "kl_weight" in vae_recipe.as_dict()
     assert isinstance(triplet_recipe, TripletRecipe) and "margin" in triplet_recipe.as_dict()
     assert load("train", "adam_mnist").augment == "none"  # adam2018 §4: no augmentation
+    for goal in ("parallel", "orthogonal", "norm"):
+        assert load("train", f"adam_jacobian_{goal}").goal == goal
