@@ -367,7 +367,7 @@ def test_jacobian_norm_penalty_targets_the_true_class_norm():
     torch.testing.assert_close(model.weight.grad[0], torch.tensor([1.8, 0.0, 2.4]))
 
 
-def _train_steps(module, params, x, y, steps=60, lr=0.05):
+def _train_steps(module, params, x, y, steps=40, lr=0.08):
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         loss = module.training_step((x, y), 0)
@@ -402,7 +402,7 @@ def test_jacobian_norm_training_reaches_its_goal():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     module = JacobianNormModule(model, JacobianRecipe(goal="norm", target_norm=3.0,
                                                       penalty_weight=1.0), steps_per_epoch=1)
-    _train_steps(module, model.parameters(), x, y, steps=150)
+    _train_steps(module, model.parameters(), x, y, steps=80)
     assert (jacobian_norm(model, x, y) - 3.0).abs().max() < 0.3
     with pytest.raises(ConfigError):
         JacobianPairModule(model, model, JacobianRecipe(goal="norm"), steps_per_epoch=1)
