@@ -10,9 +10,14 @@ from advrepro.models.lenet import LeNet
 from advrepro.models.mlp import LogisticRegression, PCAFullyConnected
 from advrepro.models.resnet import MetzenResNet
 from advrepro.models.tramer import TramerModelA, TramerModelB, TramerModelC, TramerModelD
+from advrepro.models.triplet import EmbeddingNet, KNNSoftmaxClassifier, TripletNetwork
+from advrepro.models.vae import ActivationVAE
 
 __all__ = [
+    "ActivationVAE",
     "CarliniWagnerMNIST",
+    "EmbeddingNet",
+    "KNNSoftmaxClassifier",
     "LeNet",
     "LogisticRegression",
     "MetzenResNet",
@@ -22,4 +27,5 @@ __all__ = [
     "TramerModelB",
     "TramerModelC",
     "TramerModelD",
+    "TripletNetwork",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from advrepro.models.base import PaperModel
 
@@ -24,3 +24,25 @@ class LeNet(PaperModel):
             nn.Dropout(dropout),
         )
         self.head = nn.Linear(1024, num_classes)
+
+    #: Where adam2018 §4.2 (Table 2) inserts a VAE: the image, and the output of each
+    #: convolutional block (conv -> ReLU -> max-pool), i.e. what the next layer reads.
+    insertion_points = ("input", "conv1", "conv2")
+
+    def stages(self) -> list[nn.Module]:
+        """The network cut at its insertion points: stage i maps the activation at
+        ``insertion_points[i]`` to the next one, the last stage ends in the logits.
+
+        The stages are views on ``body`` and ``head`` (same parameters, nothing new is
+        registered, so state dicts are unchanged); running them in turn is ``forward``.
+        """
+        return [self.body[0:3], self.body[3:6], nn.Sequential(*self.body[6:], self.head)]
+
+    def activations(self, x: Tensor) -> dict[str, Tensor]:
+        """The activation at every insertion point for ``x``, plus ``logits``."""
+        out = {}
+        for name, stage in zip(self.insertion_points, self.stages(), strict=True):
+            out[name] = x
+            x = stage(x)
+        out["logits"] = x
+        return out
