@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from advrepro.config import to_container
-from advrepro.data.fingerprint import data_fingerprint
-from advrepro.errors import ConfigError
+from advrepro.data.datasets import DatasetSpec, data_fingerprint
+from advrepro.errors import ConfigError, DataNotFoundError
 from advrepro.experiments.store import config_hash
 
 # ("force" stays in the hash, as it always was: a forced run never looks like a finished one)
@@ -64,11 +64,16 @@ def _without(node: Any, keys: tuple[str, ...]) -> Any:
 
 
 def dataset_identity(dataset: dict[str, Any]) -> dict[str, Any]:
-    """The dataset settings that define its content: not where it lives (``root``) or whether
-    it may be downloaded, but the identity of its files (:func:`data_fingerprint`)."""
-    out = {k: v for k, v in dataset.items() if k not in ("root", "download")}
-    out["files"] = data_fingerprint(dataset["name"], dataset["root"],
-                                    bool(dataset.get("verify_checksum", True)))
+    """The dataset settings that define its content: not where it lives (``root``), whether it
+    may be downloaded or how it is checked, but the identity of its files
+    (:func:`~advrepro.data.datasets.data_fingerprint`)."""
+    out = {k: v for k, v in dataset.items() if k not in ("root", "download", "verify_checksum")}
+    spec = DatasetSpec(**{k: v for k, v in dataset.items()
+                          if k in DatasetSpec.__dataclass_fields__})
+    try:
+        out["files"] = data_fingerprint(spec)
+    except DataNotFoundError:  # no finished cell can match; loading it will say what is missing
+        out["files"] = "absent"
     return out
 
 

@@ -43,6 +43,7 @@ from advrepro.experiments.identity import attack_name, cell_directory
 from advrepro.experiments.store import CellStore
 from advrepro.experiments.summary import summarize
 from advrepro.experiments.workbench import Workbench, classifier_description
+from advrepro.locking import exclusive
 from advrepro.provenance import current_commit
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,18 @@ def code_commit() -> str:
 
 def run_cell(cfg: DictConfig) -> dict[str, Any]:
     """Run (or skip, when already complete) the cell described by ``cfg``; return its summary."""
-    commit = code_commit()
     attack = validate(cfg)
     store, digest = cell_store(cfg)
-    if store.is_complete(digest) and not cfg.get("force", False):
-        log.info("cell %s is complete; skipping", store.directory)
-        return store.summary()
+    # one process per cell: a second identical command waits, then finds the cell complete
+    with exclusive(store.directory, f"cell {store.directory.name}"):
+        if store.is_complete(digest) and not cfg.get("force", False):
+            log.info("cell %s is complete; skipping", store.directory)
+            return store.summary()
+        return _run(cfg, attack, store, digest)
+
+
+def _run(cfg: DictConfig, attack: Attack, store: CellStore, digest: str) -> dict[str, Any]:
+    commit = code_commit()
     bench, attacked, evaluated = _systems(cfg)
     if cfg.get("force", False):
         store.discard_partial()

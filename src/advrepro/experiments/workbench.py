@@ -17,8 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from advrepro.data.datasets import DatasetSpec, load_split
-from advrepro.data.fingerprint import OFFICIAL, data_fingerprint
+from advrepro.data.datasets import DatasetSpec, data_fingerprint, load_split
 from advrepro.data.sampling import disjoint_halves
 from advrepro.errors import require_choice
 from advrepro.training.cache import ModelCache, TrainingData, TrainRequest
@@ -77,13 +76,13 @@ class Workbench:
     def data_key(self) -> dict[str, Any]:
         """Description of the training data, part of every cached model's identity: the
         dataset's files enter it when they are not the verified official ones."""
-        files = data_fingerprint(self.spec.name, self.spec.root, self.spec.verify_checksum)
+        files = data_fingerprint(self.spec)
         return {
             "dataset": self.spec.name,
             "train_limit": self.spec.train_limit,
             "half": self.half,
             "half_seed": self.seed if self.half else None,
-            **({} if files == OFFICIAL else {"files": files}),
+            **({} if files == self.spec.name else {"files": files}),
         }
 
     # ----------------------------------------------------------------------------- models
