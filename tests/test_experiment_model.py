@@ -216,3 +216,24 @@ def test_grid_table_reads_cells_by_their_fields_and_names_the_missing_ones(tmp_p
     assert frame.set_index(["source", "target"]).loc[("A", "A"), "paper"] == 0.714
     md = (tmp_path / "t" / "tramer2017" / "table1.md").read_text()
     assert "71.0 (71.4)" in md and "Not run yet" in md and "(B, B)" in md
+
+
+def test_a_non_finite_attack_result_is_never_stored_as_finished(tmp_path, monkeypatch):
+    from advrepro.attacks import gradient
+    from advrepro.errors import UserError
+    from advrepro.experiments.runner import cell_store, run_cell
+
+    cfg = compose_cfg("attack", tiny_overrides(tmp_path, [
+        "experiment=tramer2017/mnist", "model=tramer_d", "train.max_steps=30"]))
+    monkeypatch.setattr(gradient, "fgsm", lambda model, x, labels, eps: x * float("nan"))
+    with pytest.raises(UserError, match="non-finite adversarial"):
+        run_cell(cfg)
+    assert not cell_store(cfg)[0].summary_path.exists()
+
+
+def test_a_non_positive_step_or_constant_is_a_config_error():
+    from advrepro.attacks import CarliniWagnerL2
+
+    for kwargs in ({"learning_rate": -0.01}, {"initial_const": 0.0}):
+        with pytest.raises(ConfigError, match="must be positive"):
+            CarliniWagnerL2(**kwargs)

@@ -23,6 +23,7 @@ from advrepro.attacks.base import AttackResult
 from advrepro.attacks.objectives import Objective
 from advrepro.attacks.parameterizations import TanhBox
 from advrepro.attacks.resume import attack_checkpoint
+from advrepro.errors import ConfigError
 
 
 @dataclass
@@ -75,7 +76,11 @@ class CarliniWagnerL2:
         progress: bool = True,
     ) -> None:
         if binary_search_steps < 1 or max_iterations < 1 or restarts < 1:
-            raise ValueError("binary_search_steps, max_iterations and restarts must be >= 1")
+            raise ConfigError("attack.binary_search_steps, max_iterations and restarts must be "
+                              f">= 1, got {binary_search_steps}, {max_iterations}, {restarts}")
+        if not (learning_rate > 0 and initial_const > 0):
+            raise ConfigError("attack.learning_rate and attack.initial_const must be positive, "
+                              f"got {learning_rate} and {initial_const}")
         self.binary_search_steps = binary_search_steps
         self.max_iterations = max_iterations
         self.learning_rate = learning_rate

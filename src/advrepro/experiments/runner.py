@@ -37,7 +37,7 @@ from advrepro.config import to_container
 from advrepro.data.sampling import random_targets, sample_correctly_classified
 from advrepro.defenses.builders import NoDefense, build_detector
 from advrepro.defenses.system import DefendedSystem, batched
-from advrepro.errors import ConfigError, require_choice
+from advrepro.errors import ConfigError, UserError, require_choice
 from advrepro.experiments.full_test import full_test_summary, input_gradient_norms
 from advrepro.experiments.identity import attack_name, cell_directory
 from advrepro.experiments.store import CellStore
@@ -113,6 +113,7 @@ def _run(cfg: DictConfig, attack: Attack, store: CellStore, digest: str) -> dict
     protocol = cfg.get("protocol", "sample")
     run = _full_test if protocol == "full_test" else _sample
     frame, tensors, summary = run(cfg, bench, attack, attacked, evaluated, store, digest)
+    require_finite(tensors["adversarial"], store.directory.name)
     classifier = bench.classifier()
     summary.update(
         config_hash=digest, cell=store.directory.name, defense=to_container(cfg.defense),
@@ -205,6 +206,7 @@ def _full_test(cfg: DictConfig, bench: Workbench, attack: Attack, attacked: Defe
         adv.append(attack.run(attacked, xb, yb, False).adversarial.detach().cpu())
     seconds = time.time() - start
     adv_all = torch.cat(adv)
+    require_finite(adv_all, store.directory.name)
     x_dev = x_all.to(bench.device)
     y_dev = y_all.to(bench.device)
     pred_clean = batched(evaluated.predict, x_dev).cpu()
@@ -228,6 +230,14 @@ def _full_test(cfg: DictConfig, bench: Workbench, attack: Attack, attacked: Defe
     tensors = {"index": torch.arange(len(x_all))[keep], "original": x_all[keep],
                "adversarial": adv_all[keep], "success": (pred_adv != y_all)[keep]}
     return pd.DataFrame(records), tensors, summary
+
+
+def require_finite(adversarial: torch.Tensor, cell: str) -> None:
+    """A cell whose attack produced NaN or infinite images is never written as finished."""
+    if not torch.isfinite(adversarial).all():
+        bad = int((~torch.isfinite(adversarial.flatten(1))).any(1).sum())
+        raise UserError(f"cell {cell}: the attack produced {bad} non-finite adversarial "
+                        "image(s); nothing was written (check the attack's settings)")
 
 
 def _system_scores(system: DefendedSystem, images: torch.Tensor,
