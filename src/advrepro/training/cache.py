@@ -260,3 +260,28 @@ class ModelCache:
             },
         )
         log.info("trained %s: val accuracy %.4f in %.0f s", request.name, acc, seconds)
+
+
+def cached_models(root: str | Path, prefixes: list[str] | None = None):
+    """One row per finished model under ``root`` (optionally only names starting with one of
+    ``prefixes``): its directory, key, architecture, recipe summary and measured accuracy."""
+    import pandas as pd
+
+    rows = []
+    for meta_path in sorted(Path(root).glob("*/meta.json")):
+        meta = read_json(meta_path)
+        if prefixes and not any(meta_path.parent.name.startswith(p) for p in prefixes):
+            continue
+        recipe = meta.get("recipe", {})
+        adversary = recipe.get("adversary")
+        rows.append({
+            "directory": meta_path.parent.name, "key": meta.get("key"),
+            "architecture": meta.get("model", {}).get("_target_", "").rsplit(".", 1)[-1],
+            "training": ("standard" if not adversary else "ensemble adversarial"
+                         if adversary.get("static") else "adversarial"),
+            "epochs": recipe.get("epochs"), "train_size": meta.get("train_size"),
+            "val_size": meta.get("val_size"), "val_accuracy": meta.get("val_accuracy"),
+            "train_seconds_last_run": meta.get("train_seconds_this_run"),
+            "resumed_from": meta.get("resumed_from"),
+        })
+    return pd.DataFrame(rows)
