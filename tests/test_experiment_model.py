@@ -14,7 +14,7 @@ from torch import nn
 
 from advrepro.attacks import FGSM, RandFGSM
 from advrepro.errors import ConfigError
-from advrepro.experiments.full_test import error_rate_ci
+from advrepro.experiments.error_rates import error_rate_ci
 from advrepro.experiments.identity import cell_directory, cell_identity, identity_config
 from advrepro.experiments.migrate import migrate_cells
 from advrepro.experiments.store import CellStore

@@ -15,7 +15,7 @@ Evaluation protocols:
   rate and distortion of the successful examples. Every example is also scored by each detector
   of ``cfg.panel`` (the basis of transfer tables between detectors).
 - ``full_test`` (tramer2017): every test image, error rates with confidence intervals
-  (:mod:`advrepro.experiments.full_test`).
+  (:mod:`advrepro.experiments.error_rates`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from advrepro.data.sampling import random_targets, sample_correctly_classified
 from advrepro.defenses.builders import NoDefense, build_detector
 from advrepro.defenses.system import DefendedSystem, batched
 from advrepro.errors import ConfigError, UserError, require_choice
-from advrepro.experiments.full_test import full_test_summary, input_gradient_norms
+from advrepro.experiments.error_rates import full_test_summary, input_gradient_norms
 from advrepro.experiments.identity import attack_name, cell_directory
 from advrepro.experiments.store import CellStore
 from advrepro.experiments.summary import summarize
