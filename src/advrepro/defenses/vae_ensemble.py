@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import advrepro.attacks  # noqa: F401  (first: importing defenses.system alone is circular)
 from advrepro.defenses.system import DefendedSystem
+from advrepro.config import to_container
 from advrepro.errors import ConfigError, require_choice
 from advrepro.models.vae import classifier_stages
+from advrepro.training.vae_module import VAEModule, VAERecipe, insertion_point_features
 
 MODES = ("deterministic", "stochastic")
 
@@ -120,3 +124,91 @@ class VAEDefendedNetwork(DefendedSystem):
                              "per query and image: each available VAE independently w.p. 1/2"),
             "seed": self.seed,
         }
+
+
+@dataclass
+class VAEEnsemble:
+    """Config-level adam2018 defense: the trained classifier (``bench.classifier()``) with one
+    VAE per insertion point whose ``arrangement`` bit is 1, each trained (or loaded) through
+    the model cache on the frozen classifier's activations of the training images.
+
+    ``stochastic=False``: the fixed arrangement ``arrangement`` (Table 1's "deterministic
+    defence" is [1, 1, 1] for LeNet). ``stochastic=True``: a fresh arrangement per query and
+    image over the points ``arrangement`` gives a VAE (all of them by default), drawn from a
+    generator seeded with ``seed``.
+
+    ``vaes`` maps insertion point names to VAE model configs (conf/model/adam_vae_*.yaml),
+    ``recipe`` is the VAE training recipe (conf/train/adam_vae.yaml, a :class:`VAERecipe`).
+    """
+
+    arrangement: list[int] = field(default_factory=lambda: [1, 1, 1])
+    stochastic: bool = False
+    seed: int = 0
+    vaes: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    name: str = "vae"
+
+    def __post_init__(self) -> None:
+        self.vaes = {k: to_container(v) for k, v in to_container(self.vaes).items()}
+        self.recipe = to_container(self.recipe)
+        self.arrangement = [int(a) for a in self.arrangement]
+        if set(self.arrangement) - {0, 1} or not self.arrangement:
+            raise ConfigError(f"defense.arrangement must be a non-empty 0/1 list, got "
+                              f"{self.arrangement}")
+        self.vae_recipe()  # validates
+
+    def vae_recipe(self) -> VAERecipe:
+        return VAERecipe(**{k: v for k, v in self.recipe.items() if k != "_target_"})
+
+    def cell_name(self) -> str:
+        bits = "".join(str(a) for a in self.arrangement)
+        if self.stochastic:
+            return f"{self.name}_stochastic" + ("" if set(self.arrangement) == {1}
+                                                else f"_{bits}")
+        return f"{self.name}_{bits}"
+
+    def build(self, bench) -> DefendedSystem:
+        classifier = bench.classifier()
+        points, _ = classifier_stages(classifier)
+        if len(self.arrangement) != len(points):
+            raise ConfigError(f"defense.arrangement {self.arrangement} must have one 0/1 per "
+                              f"insertion point of {type(classifier).__name__}: {list(points)}")
+        wanted = [p for p, a in zip(points, self.arrangement, strict=True) if a]
+        missing = [p for p in wanted if p not in self.vaes]
+        if missing:
+            raise ConfigError(f"defense.vaes has no VAE config for insertion points {missing}")
+        vaes = {p: train_vae(bench, classifier, p, self.vaes[p], self.vae_recipe())
+                for p in wanted}
+        if self.stochastic:
+            return VAEDefendedNetwork(classifier, vaes, mode="stochastic", seed=self.seed,
+                                      name=self.cell_name())
+        return VAEDefendedNetwork(classifier, vaes, mode="deterministic",
+                                  arrangement=self.arrangement, seed=self.seed,
+                                  name=self.cell_name())
+
+
+def train_vae(bench, classifier: nn.Module, point: str, model_cfg: dict[str, Any],
+              recipe: VAERecipe) -> nn.Module:
+    """The VAE of ``model_cfg`` reconstructing ``classifier``'s activations at ``point``,
+    trained with ``recipe`` on the workbench's training images (validated on its test images)
+    through the model cache. Its key holds the classifier's cache key and the point."""
+    features = insertion_point_features(classifier, point)
+
+    def make_data():
+        x, y = bench.train_set()
+        xt, yt = bench.test_set()
+        return x, y, xt, yt
+
+    def module(model: nn.Module, steps_per_epoch: int) -> VAEModule:
+        return VAEModule(model, recipe, steps_per_epoch, features=features)
+
+    classifier_key = getattr(classifier, "cache_meta", {}).get("key")
+    if classifier_key is None:
+        raise ConfigError("the VAEs need a classifier from the model cache (its key is part "
+                          "of theirs)")
+    return bench.train(
+        f"{bench.spec.name}-vae-{point}", model_cfg, recipe, make_data,
+        {"vae_of": "classifier activations", "classifier": classifier_key,
+         "insertion_point": point},
+        module=module,
+    )

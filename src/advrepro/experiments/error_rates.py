@@ -50,6 +50,7 @@ def full_test_summary(records: dict[str, Any]) -> dict[str, Any]:
         "error_rate": err, "error_rate_ci95": err_ci,
         "accuracy": 1 - err, "accuracy_ci95": err_ci,
         "error_rate_clean": err_clean, "error_rate_clean_ci95": err_clean_ci,
+        "accuracy_clean": 1 - err_clean, "accuracy_clean_ci95": err_clean_ci,
         "mean_grad_norm": float(grad.mean()), "std_grad_norm": float(grad.std()),
         "mean_linf": float(torch.tensor(records["linf"]).mean()),
         "mean_l2": float(torch.tensor(records["l2"]).mean()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -95,13 +96,17 @@ class Workbench:
         data_key: dict[str, Any],
         build_model: Callable[[], nn.Module] | None = None,
         static_sources: Callable[[], list[nn.Module]] | None = None,
+        module: Callable[[nn.Module, int], pl.LightningModule] | None = None,
     ) -> nn.Module:
-        """A trained model from the cache (training it once if needed), on the device."""
+        """A trained model from the cache (training it once if needed), on the device.
+        ``module(model, steps_per_epoch)``: the LightningModule training it (default: the
+        classifier's cross-entropy training; see :class:`TrainRequest`)."""
         request = TrainRequest(
             name=f"{name}{'-' + self.half if self.half else ''}",
             model_cfg=model_cfg, recipe=recipe, seed=self.seed,
             data_key={**self.data_key(), **data_key},
             make_data=make_data, build_model=build_model, static_sources=static_sources,
+            module=module,
         )
         model = self.cache.get(request).to(self.device)
         model.cache_meta = self.cache.metadata(request)  # type: ignore[attr-defined]

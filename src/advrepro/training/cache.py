@@ -52,6 +52,13 @@ class TrainRequest:
     #: only when this model must be trained; their configs are part of the recipe, so the key
     static_sources: Callable[[], list[nn.Module]] | None = field(default=None, repr=False,
                                                                  compare=False)
+    #: the LightningModule that trains the model, ``module(model, steps_per_epoch)``; None =
+    #: :class:`ClassifierModule` (cross-entropy on the (x, y) pairs). Not part of the key: what
+    #: it trains on must be in ``data_key`` (e.g. the key of the frozen classifier whose
+    #: activations a VAE reconstructs). A module with ``final_metrics(x_val, y_val) -> dict``
+    #: reports those in meta.json instead of the top-1 ``val_accuracy``.
+    module: Callable[[nn.Module, int], pl.LightningModule] | None = field(
+        default=None, repr=False, compare=False)
 
     def new_model(self) -> nn.Module:
         """A fresh, untrained model: ``build_model()`` when given (e.g. a detector wrapping a
@@ -210,8 +217,11 @@ class ModelCache:
         # augmentation uses, so validating or not leaves the trained weights unchanged
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1000,
                                 generator=torch.Generator().manual_seed(request.seed))
-        module = ClassifierModule(model, recipe, steps_per_epoch=len(loader),
-                                  static_sources=static, seed=request.seed)
+        if request.module is not None:
+            module = request.module(model, len(loader))
+        else:
+            module = ClassifierModule(model, recipe, steps_per_epoch=len(loader),
+                                      static_sources=static, seed=request.seed)
         last = directory / "last.ckpt"
         resume = last if last.is_file() else self.shorter_run(request)
         if resume is not None:
@@ -243,14 +253,17 @@ class ModelCache:
         trainer.fit(module, loader, val_loader, ckpt_path=resume, weights_only=True)
         seconds = time.time() - start
         model = module.model.cpu().eval()
-        acc = accuracy(model, x_val, y_val)
+        if hasattr(module, "final_metrics"):
+            metrics = module.final_metrics(x_val, y_val)
+        else:
+            metrics = {"val_accuracy": accuracy(model, x_val, y_val)}
         atomic_torch_save(directory / "model.pt", model.state_dict())
         atomic_write_json(
             directory / "meta.json",
             {
                 "name": request.name,
                 "key": model_key(request),
-                "val_accuracy": acc,
+                **metrics,
                 "val_size": len(x_val),
                 "train_size": len(x_tr),
                 "train_seconds_this_run": round(seconds, 1),
@@ -259,7 +272,9 @@ class ModelCache:
                 **request.key_dict(),
             },
         )
-        log.info("trained %s: val accuracy %.4f in %.0f s", request.name, acc, seconds)
+        log.info("trained %s: %s in %.0f s", request.name,
+                 ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items()),
+                 seconds)
 
 
 def cached_models(root: str | Path, prefixes: list[str] | None = None):

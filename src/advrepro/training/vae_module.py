@@ -76,3 +76,18 @@ class VAEModule(ClassifierModule):
         a = self.activations(batch[0])
         mse = (self.model(a) - a).pow(2).flatten(1).sum(1).mean()
         self.log("val/recon_sq_error", mse, prog_bar=True)
+
+    @torch.no_grad()
+    def final_metrics(self, x: Tensor, y: Tensor, batch_size: int = 1000) -> dict[str, float]:
+        """What :class:`~advrepro.training.cache.ModelCache` records in meta.json for a VAE:
+        the mean squared reconstruction error (summed over the activation) of the validation
+        images' activations, the decoder reading the posterior mean."""
+        device = next(self.model.parameters()).device
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            feat_param = next(self.features.parameters(), None)
+            a = self.activations(xb.to(feat_param.device) if feat_param is not None else xb)
+            a = a.to(device)
+            total += float((self.model(a) - a).pow(2).flatten(1).sum(1).sum())
+        return {"val_recon_sq_error": total / max(len(x), 1)}
