@@ -93,6 +93,9 @@ reproduce-cw2017: $(STAMP)
 	$(ATTACK) experiment=cw2017/mnist_limited
 	$(ATTACK) experiment=cw2017/mnist_limited defense=dropout attack.confidence=0
 	$(TABLE) table=cw2017/mnist_limited 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
+	$(ATTACK) experiment=cw2017/mnist_new_methods
+	$(ATTACK) experiment=cw2017/mnist_new_methods defense=hidden_pca threat=zero 'panel=[hidden_pca_first_stage]'
+	$(TABLE) table=cw2017/mnist_new_methods 'command="make reproduce-cw2017 SCALE=$(SCALE)"'
 	$(ATTACK) experiment=cw2017/cifar
 	$(ATTACK) experiment=cw2017/cifar defense=none threat=perfect
 	$(TABLE) table=cw2017/cifar 'command="make reproduce-cw2017 SCALE=$(SCALE)"'

@@ -284,8 +284,9 @@ class TransferTable:
 class CellTable:
     """Single numbers of a paper, each read from one cell of ``experiment`` (cw2017's results
     are spread over its prose rather than tables). Each row: ``label``, ``cell`` (a prefix of
-    the cell name), ``metric`` (a summary key) and ``paper`` ([table, row, column] of
-    paper_values.csv, or omitted when the paper gives no number)."""
+    the cell name), ``metric`` (a summary key), optionally ``complement: true`` (report
+    1 - metric, e.g. the share of examples a defense removes) and ``paper`` ([table, row,
+    column] of paper_values.csv, or omitted when the paper gives no number)."""
 
     paper: str
     table: str
@@ -301,6 +302,8 @@ class CellTable:
         for spec in self.rows:
             hit = next((s for s in summaries if s["cell"].startswith(spec["cell"])), None)
             ours = float(hit.get(spec["metric"], float("nan"))) if hit else float("nan")
+            if spec.get("complement"):  # the paper states the other share (1 - metric)
+                ours = 1.0 - ours
             ref = spec.get("paper")
             paper = paper_value(self.paper, *ref) if ref else float("nan")
             out.append({"result": spec["label"], "paper": paper, "ours": ours,
