@@ -168,7 +168,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask):
 
 @pytest.mark.parametrize("override, summary", [
     ("defense=nosuch", "error: In 'attack': Could not find 'defense/nosuch'; available options "
-                       "in 'defense': bit_depth, bit_depth_3, "),
+                       "in 'defense': "),
     ("nosuchkey=3", "error: Could not override 'nosuchkey': Key 'nosuchkey' is not in struct"),
 ])
 def test_hydra_errors_start_with_a_one_line_summary(tmp_path, override, summary):
@@ -183,6 +183,8 @@ def test_hydra_errors_start_with_a_one_line_summary(tmp_path, override, summary)
                          capture_output=True, text=True, timeout=120)
     lines = out.stderr.splitlines()
     assert out.returncode == 1 and lines[0].startswith(summary), out.stderr
+    if override.startswith("defense="):
+        assert "bit_depth, bit_depth_3" in lines[0]  # the valid options are named
     assert len(lines) > 3 and "HYDRA_FULL_ERROR" in out.stderr  # Hydra's message follows
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()
